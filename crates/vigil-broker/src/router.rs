@@ -1,0 +1,147 @@
+//! The embedded rumqttd router, reachable only through the front door.
+//!
+//! rumqttd routes messages between subscriptions; it does not own a public
+//! socket. It listens on two loopback ports of its own, one per protocol level
+//! (its parsers are per level), and those listeners accept only logins that
+//! carry a secret made fresh by each process, which only the front door knows.
+//! `Broker::start` in rumqttd blocks forever and cannot be stopped, so it runs
+//! on a thread of its own that ends with the process.
+//!
+//! No other crate sees rumqttd's types.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttd::local::LinkTx;
+use rumqttd::protocol::{Packet, Publish};
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+
+/// The user name the front door logs in with on the internal listeners.
+pub(crate) const INTERNAL_USER: &str = "vigil-front-door";
+
+/// Where the router listens, and the secret that opens it.
+pub(crate) struct Router {
+    pub v4: SocketAddr,
+    pub v5: SocketAddr,
+    pub secret: String,
+    link: tokio::sync::Mutex<LinkTx>,
+}
+
+impl Router {
+    /// Starts rumqttd on two free loopback ports and waits until both accept.
+    pub(crate) async fn start(config: &BrokerConfig) -> Result<Router, BrokerError> {
+        let secret = random_secret();
+        let v4 = free_loopback_port()?;
+        let v5 = free_loopback_port()?;
+        let settings = |name: &str, listen: SocketAddr| {
+            let mut s = ServerSettings {
+                name: name.to_owned(),
+                listen,
+                tls: None,
+                // The front door already paces accepts; rumqttd must not sleep.
+                next_connection_delay_ms: 0,
+                connections: ConnectionSettings {
+                    connection_timeout_ms: 10_000,
+                    // The front door enforces the user's limit precisely; the
+                    // router's is a backstop above it (topic and properties).
+                    max_payload_size: config.max_payload + 128 * 1024,
+                    max_inflight_count: 100,
+                    auth: None,
+                    external_auth: None,
+                    dynamic_filters: true,
+                },
+            };
+            let secret = secret.clone();
+            s.set_auth_handler(move |_client, user: String, pass: String| {
+                let ok = user == INTERNAL_USER && constant_time_eq(pass.as_bytes(), secret.as_bytes());
+                async move { ok }
+            });
+            s
+        };
+        let rumqttd_config = Config {
+            id: 0,
+            router: RouterConfig {
+                max_connections: config.max_connections + 64,
+                max_outgoing_packet_count: 1024,
+                // A subscriber that falls more than this behind loses the oldest
+                // messages (rumqttd's commit log); Vigil's own observer is the
+                // front door, not a subscriber, so it never does.
+                max_segment_size: (config.max_payload * 2).max(16 * 1024 * 1024),
+                max_segment_count: 8,
+                custom_segment: None,
+                initialized_filters: None,
+                shared_subscriptions_strategy: Default::default(),
+            },
+            v4: Some(HashMap::from([("v4".to_owned(), settings("vigil-internal-v4", v4))])),
+            v5: Some(HashMap::from([("v5".to_owned(), settings("vigil-internal-v5", v5))])),
+            ..Default::default()
+        };
+        let mut broker = rumqttd::Broker::new(rumqttd_config);
+        let (link_tx, mut link_rx) = broker
+            .link("vigil")
+            .map_err(|e| BrokerError::Router(format!("cannot open the local link: {e}")))?;
+        std::thread::Builder::new()
+            .name("rumqttd".to_owned())
+            .spawn(move || {
+                if let Err(e) = broker.start() {
+                    tracing::error!("embedded MQTT router stopped: {e}");
+                }
+            })
+            .map_err(|e| BrokerError::Router(format!("cannot start its thread: {e}")))?;
+        // The local link is used to publish only; its notifications are drained
+        // so they never pile up.
+        tokio::spawn(async move { while let Ok(Some(_)) = link_rx.next().await {} });
+        for addr in [v4, v5] {
+            wait_until_listening(addr).await?;
+        }
+        Ok(Router { v4, v5, secret, link: tokio::sync::Mutex::new(link_tx) })
+    }
+
+    /// Publishes a message into the router on Vigil's own behalf (QoS 0 into
+    /// the router; subscribers get it at their own QoS).
+    pub(crate) async fn publish(&self, topic: &str, payload: Bytes, retain: bool) -> Result<(), String> {
+        let publish = Publish::new(Bytes::copy_from_slice(topic.as_bytes()), payload, retain);
+        self.link
+            .lock()
+            .await
+            .send(Packet::Publish(publish, None))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("the embedded router refused the message: {e}"))
+    }
+}
+
+fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
+    let listener = StdListener::bind(("127.0.0.1", 0))
+        .map_err(|e| BrokerError::Router(format!("no free loopback port for the router: {e}")))?;
+    listener.local_addr().map_err(|e| BrokerError::Router(e.to_string()))
+}
+
+/// rumqttd binds on its own thread and only logs a failure, so the only way
+/// to know it listens is to knock.
+async fn wait_until_listening(addr: SocketAddr) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BrokerError::Router(format!("its internal listener on {addr} did not come up within 10 s")));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn random_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

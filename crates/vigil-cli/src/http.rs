@@ -1,0 +1,166 @@
+//! The HTTP API and the live event stream (SSE), a thin layer over the engine.
+//! Every error is JSON: `{"error": "<what was wrong>"}`.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::watch;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use vigil_core::now_micros;
+use vigil_engine::{EngineError, Event, MessageQuery, PublishRequest};
+
+type Engine = Arc<vigil_engine::Engine>;
+
+#[derive(Clone)]
+struct App {
+    engine: Engine,
+    stopping: watch::Receiver<bool>,
+}
+
+pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/devices", get(devices))
+        .route("/api/devices/{id}", get(device))
+        .route("/api/devices/{id}/metrics/{metric}", get(series))
+        .route("/api/messages", get(messages))
+        .route("/api/publish", post(publish))
+        .route("/api/stats", get(stats))
+        .route("/api/events", get(events))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/API.md") })
+        .with_state(App { engine, stopping })
+}
+
+/// An error as the API says it.
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError(status, message.into())
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match e {
+            EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EngineError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type Params = Query<HashMap<String, String>>;
+
+/// A number from the query string, with a message that names it.
+fn param<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str) -> Result<Option<T>, ApiError> {
+    match params.get(name) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad(format!("'{name}' must be a number, not '{v}'"))),
+    }
+}
+
+async fn devices(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.devices().await?).into_response())
+}
+
+async fn device(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match app.engine.device(&id).await? {
+        Some(d) => Ok(Json(d).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no device '{id}'"))),
+    }
+}
+
+async fn series(State(app): State<App>, Path((id, metric)): Path<(String, String)>, Query(p): Params) -> Result<Response, ApiError> {
+    let to = param(&p, "to")?.unwrap_or_else(now_micros);
+    let from = param(&p, "from")?.unwrap_or(to - 3_600_000_000);
+    let max_points = param(&p, "max_points")?.unwrap_or(1000);
+    if app.engine.device(&id).await?.is_none() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no device '{id}'")));
+    }
+    let series = app.engine.series(&id, &metric, from, to, max_points).await?;
+    let mut body = serde_json::to_value(series).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    body["device"] = id.into();
+    body["metric"] = metric.into();
+    Ok(Json(body).into_response())
+}
+
+async fn messages(State(app): State<App>, Query(p): Params) -> Result<Response, ApiError> {
+    let limit: u32 = param(&p, "limit")?.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad(format!("'limit' must be between 1 and 10000, not {limit}")));
+    }
+    let query = MessageQuery {
+        topic: p.get("topic").filter(|t| !t.is_empty()).cloned(),
+        device: p.get("device").filter(|d| !d.is_empty()).cloned(),
+        before: param(&p, "before")?,
+        limit,
+    };
+    Ok(Json(app.engine.messages(&query).await?).into_response())
+}
+
+async fn publish(State(app): State<App>, body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>) -> Result<Response, ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::bad(format!("the request body is not a valid publish request: {}", e.body_text())))?;
+    app.engine.publish(request).await?;
+    Ok(Json(serde_json::json!({ "ok": true })).into_response())
+}
+
+async fn stats(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.stats().await?).into_response())
+}
+
+/// Live events. `?types=message,flushed` picks which; a listener that falls
+/// behind gets a `resync` event instead of the ones it missed.
+async fn events(State(app): State<App>, Query(p): Params) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let types: Option<HashSet<String>> = p.get("types").map(|t| t.split(',').map(|s| s.trim().to_owned()).collect());
+    let mut stopping = app.stopping.clone();
+    let stream = BroadcastStream::new(app.engine.subscribe())
+        .map(|item| match item {
+            Ok(event) => event,
+            Err(BroadcastStreamRecvError::Lagged(_)) => Event::Resync,
+        })
+        .filter(move |e| {
+            let keep = matches!(e, Event::Resync) || types.as_ref().is_none_or(|t| t.contains(e.name()));
+            async move { keep }
+        })
+        .map(|e| Ok(SseEvent::default().event(e.name()).data(event_data(&e))))
+        .take_until(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn event_data(event: &Event) -> String {
+    let json = match event {
+        Event::Message(m) => serde_json::to_string(&**m),
+        Event::Connection(c) => serde_json::to_string(&**c),
+        Event::Flushed(f) => serde_json::to_string(f),
+        Event::Device(d) => serde_json::to_string(&**d),
+        Event::Resync => Ok("{}".to_owned()),
+    };
+    json.unwrap_or_else(|_| "{}".to_owned())
+}

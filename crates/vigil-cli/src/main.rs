@@ -1,0 +1,60 @@
+//! `vigil`: the headless shell.
+//!
+//! It parses flags and calls `vigil-engine`; it holds no business logic.
+//! - `vigil serve`: broker, engine, store and the HTTP API with its live event
+//!   stream ([`http`]).
+//! - `vigil bench ingest`: a load generator against a fresh `vigil serve`
+//!   ([`bench`]).
+
+mod bench;
+mod http;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Vigil: watch devices that report over MQTT.
+#[derive(Parser)]
+#[command(name = "vigil", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker, the engine, the store and the HTTP API (headless).
+    Serve(serve::ServeArgs),
+    /// Measure Vigil under load.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Publish from many devices into a fresh `vigil serve` and measure ingest.
+    Ingest(bench::IngestArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vigil: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Bench(BenchCommand::Ingest(args)) => bench::run_ingest(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `vigil serve`: Vigil without a window.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use vigil_engine::{Config, Engine};
+
+/// Flags of `vigil serve`; each overrides the configuration file.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Where the database lives [default: the platform's data folder]
+    #[arg(long, env = "VIGIL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML configuration file
+    #[arg(long, env = "VIGIL_CONFIG")]
+    config: Option<PathBuf>,
+    /// MQTT over TCP [default: 127.0.0.1:1883]
+    #[arg(long, env = "VIGIL_MQTT_LISTEN")]
+    mqtt_listen: Option<SocketAddr>,
+    /// MQTT over WebSocket [default: 127.0.0.1:8083]
+    #[arg(long, env = "VIGIL_WS_LISTEN")]
+    ws_listen: Option<SocketAddr>,
+    /// The HTTP API and live events [default: 127.0.0.1:8080]
+    #[arg(long, env = "VIGIL_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// The largest accepted payload in bytes [default: 1048576]
+    #[arg(long, env = "VIGIL_MAX_PAYLOAD")]
+    max_payload: Option<usize>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(a) = self.mqtt_listen {
+            config.broker.mqtt_listen = a;
+        }
+        if let Some(a) = self.ws_listen {
+            config.broker.ws_listen = Some(a);
+        }
+        if let Some(a) = self.http_listen {
+            config.http.listen = a;
+        }
+        if let Some(m) = self.max_payload {
+            config.broker.max_payload = m;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then stops in order and returns.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = args.config()?;
+    // Bind HTTP before starting anything, so a taken port costs nothing.
+    let http = tokio::net::TcpListener::bind(config.http.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}; another program may be using it — set `http.listen` (--http-listen) to another address",
+            config.http.listen
+        )
+    })?;
+    let http_addr = http.local_addr()?;
+    let engine = Arc::new(Engine::start(config.clone()).await?);
+    let ready = serde_json::json!({
+        "event": "ready",
+        "mqtt": engine.mqtt_addr().to_string(),
+        "ws": engine.ws_addr().map(|a| a.to_string()),
+        "ws_path": config.broker.ws_path,
+        "http": http_addr.to_string(),
+        "data_dir": config.data_dir,
+    });
+    println!("{ready}");
+    tracing::info!(
+        "Vigil is running — MQTT: mqtt://{}  WebSocket: {}  API: http://{}/api/devices  data: {}",
+        engine.mqtt_addr(),
+        engine.ws_addr().map(|a| format!("ws://{a}{}", config.broker.ws_path)).unwrap_or_else(|| "off".into()),
+        http_addr,
+        config.data_dir.display()
+    );
+
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
+    let app = crate::http::router(engine.clone(), stop_rx.clone());
+    let mut stop_wait = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_wait.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    wait_for_signal().await;
+    tracing::info!("stopping: closing clients and storing every accepted message");
+    let _ = stopping.send(true);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!("the HTTP server stopped with an error: {e}"),
+        Err(_) => tracing::warn!("HTTP requests still running after 5 s were cut off"),
+        _ => {}
+    }
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.shutdown().await,
+        Err(_) => anyhow::bail!("the engine was still in use at shutdown; the last messages may not be stored"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Logs to stderr; `VIGIL_LOG` (or `RUST_LOG`) sets the filter. rumqttd's own
+/// log is off by default: the front door reports connections with reasons.
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("VIGIL_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info,rumqttd=off".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

@@ -1,0 +1,30 @@
+//! Vigil's wiring: the one API both shells call.
+//!
+//! [`Engine::start`] opens the store, starts the embedded broker and the
+//! engine task, and puts retained messages back into the broker. Every source
+//! reports [`vigil_core::Observation`]s on one bounded channel; the engine task
+//! turns each into a stored record (device, decoded metrics) for the single
+//! store writer, and into an [`Event`] on the [`bus`] for live listeners.
+//!
+//! - [`config`]: the configuration file, its defaults and its errors.
+//! - [`bus`]: live events; a listener that falls behind is told to resync and
+//!   never slows the engine down.
+//! - [`view`]: what the shells show (a stored message with its payload as text
+//!   and base64).
+//!
+//! Shutdown runs in order: the broker stops accepting and closes its clients,
+//! the engine drains every observation it accepted, the writer commits them.
+#![deny(missing_docs)]
+
+pub mod bus;
+pub mod config;
+mod engine;
+mod error;
+pub mod view;
+
+pub use bus::{Event, EventBus};
+pub use config::{Config, HttpConfig, StoreConfig};
+pub use engine::{Engine, PublishRequest, Stats};
+pub use error::EngineError;
+pub use vigil_store::{Bucket, DeviceRow, MessageQuery, MetricRow, Series, StoreStats};
+pub use view::MessageView;

@@ -1,0 +1,54 @@
+//! What the shells show of a stored message.
+//!
+//! JSON cannot carry bytes, so every payload is given whole as base64, and
+//! also as text when it is UTF-8. Nothing is ever cut.
+
+use base64::Engine as _;
+use serde::Serialize;
+use vigil_core::Micros;
+use vigil_store::StoredMessage;
+
+/// A stored message as the API returns it.
+#[derive(Debug, Serialize)]
+pub struct MessageView {
+    /// Its id in the store (increasing with arrival).
+    pub id: i64,
+    /// When it arrived.
+    pub at: Micros,
+    /// Its topic.
+    pub topic: String,
+    /// The device it belongs to.
+    pub device: Option<String>,
+    /// Who published it.
+    pub client_id: Option<String>,
+    /// Its QoS.
+    pub qos: u8,
+    /// Whether it was retained.
+    pub retain: bool,
+    /// Payload size in bytes.
+    pub size: usize,
+    /// The whole payload, base64.
+    pub payload_base64: String,
+    /// The whole payload as text, when it is UTF-8.
+    pub payload_text: Option<String>,
+    /// MQTT 5 properties and flags (`user_properties`, `content_type`, `will`).
+    pub properties: Option<serde_json::Value>,
+}
+
+impl From<StoredMessage> for MessageView {
+    fn from(m: StoredMessage) -> Self {
+        MessageView {
+            id: m.id,
+            at: m.at,
+            size: m.payload.len(),
+            payload_base64: base64::engine::general_purpose::STANDARD.encode(&m.payload),
+            payload_text: std::str::from_utf8(&m.payload).ok().map(str::to_owned),
+            properties: m.properties.as_deref().and_then(|p| serde_json::from_str(p).ok()),
+            topic: m.topic,
+            device: m.device,
+            client_id: m.client_id,
+            qos: m.qos,
+            retain: m.retain,
+        }
+    }
+}

@@ -1,0 +1,910 @@
+//! Opening the database and answering read queries.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqliteConnection};
+use vigil_core::Micros;
+
+use crate::error::StoreError;
+use crate::types::{
+    Bucket, DeviceRow, Flushed, MessageQuery, MetricRow, RetainedMessage, Series, StoreStats,
+    StoredMessage, WriterOptions,
+};
+use crate::writer::{self, WriterHandle};
+
+/// How long a connection waits for a lock before giving up. Readers never wait
+/// in WAL mode; this covers checkpoints and a second process on the same file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections: the UI, the HTTP API and exports may query at once.
+const READ_CONNECTIONS: u32 = 4;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database: a pool of read-only connections for queries, plus the one
+/// write connection waiting for [`Store::spawn_writer`]. Cloning is cheap and
+/// every clone talks to the same file.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) path: PathBuf,
+    read: SqlitePool,
+    /// How to open a write connection again if the writer loses its own.
+    pub(crate) write_options: SqliteConnectOptions,
+    /// The write connection while no writer task owns it. A single slot is
+    /// what guarantees a single writer.
+    slot: Mutex<WriterSlot>,
+}
+
+struct WriterSlot {
+    conn: Option<SqliteConnection>,
+    closed: bool,
+}
+
+impl Inner {
+    fn slot(&self) -> MutexGuard<'_, WriterSlot> {
+        // A panic while holding this lock cannot leave the slot inconsistent
+        // (it only moves an Option), so a poisoned lock is still usable.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by a stopping writer: the connection waits for the next writer,
+    /// unless the store was closed meanwhile.
+    pub(crate) async fn return_writer(&self, conn: SqliteConnection) {
+        let conn = {
+            let mut slot = self.slot();
+            if slot.closed || slot.conn.is_some() {
+                Some(conn)
+            } else {
+                slot.conn = Some(conn);
+                None
+            }
+        };
+        if let Some(conn) = conn {
+            close_quietly(conn, &self.path).await;
+        }
+    }
+
+    /// Options for the checkpointer's connection: it only copies pages from
+    /// the WAL into the database file.
+    pub(crate) fn checkpoint_options(&self) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
+            .filename(&self.path)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+    }
+
+    pub(crate) fn query_error(&self, action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+        move |source| StoreError::Query {
+            action,
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+async fn close_quietly(conn: SqliteConnection, path: &Path) {
+    if let Err(e) = conn.close().await {
+        tracing::warn!(path = %path.display(), error = %e, "closing the write connection failed");
+    }
+}
+
+impl Store {
+    /// Opens the database at `path`, creating the directory and the file if
+    /// needed and bringing the schema up to date.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let open_error = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+
+        // sqlx sends these pragmas in a fixed order with `auto_vacuum` before
+        // `journal_mode`, so on a new file it takes effect before the WAL
+        // switch and before the migrations create the first table.
+        let write_options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            // 32 MiB of page cache keeps the hot index pages of all tables in
+            // memory while batches append to them.
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "MEMORY")
+            // Without a limit the WAL file keeps its high-water size forever
+            // after a burst; with it, checkpoints truncate it back.
+            .pragma("journal_size_limit", "67108864")
+            // The checkpointer task does most checkpoints off this thread;
+            // this bound (64 MiB of WAL) only matters if it falls behind.
+            .pragma("wal_autocheckpoint", std::env::var("VIGIL_TMP_CKPT").unwrap_or("16384".into()))
+            // Room for the nine chunk sizes of every multi-row statement.
+            .statement_cache_capacity(128)
+            .optimize_on_close(true, 400);
+
+        let write_options = match std::env::var("VIGIL_TMP_PAGE_SIZE") { Ok(v) => write_options.page_size(v.parse().unwrap()), Err(_) => write_options };
+        let mut conn = write_options.connect().await.map_err(open_error)?;
+        ensure_incremental_vacuum(&mut conn, path).await.map_err(open_error)?;
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_owned(),
+                source,
+            })?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(open_error)?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), journal, "the file system refused WAL mode; readers will block the writer");
+        }
+
+        let read_options = SqliteConnectOptions::new()
+            .filename(path)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("cache_size", "-16384")
+            .pragma("temp_store", "MEMORY")
+            // Not SQLITE_OPEN_READONLY: a read-only connection cannot create
+            // the WAL index after the last writer closed it. `query_only`
+            // keeps these connections from writing all the same.
+            .pragma("query_only", "ON");
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .idle_timeout(Duration::from_secs(600))
+            .connect_with(read_options)
+            .await
+            .map_err(open_error)?;
+
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                read,
+                write_options,
+                slot: Mutex::new(WriterSlot {
+                    conn: Some(conn),
+                    closed: false,
+                }),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Starts the writer task (the only one: a second call fails with
+    /// [`StoreError::WriterRunning`] until the first has shut down).
+    /// `on_flush` runs on the writer task after each commit, so it must be
+    /// quick; it should only notify. Must be called inside a Tokio runtime.
+    pub fn spawn_writer(
+        &self,
+        options: WriterOptions,
+        on_flush: Box<dyn Fn(Flushed) + Send + Sync>,
+    ) -> Result<WriterHandle, StoreError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StoreError::NoRuntime)?;
+        let conn = {
+            let mut slot = self.inner.slot();
+            if slot.closed {
+                return Err(StoreError::Closed {
+                    path: self.inner.path.clone(),
+                });
+            }
+            slot.conn.take().ok_or_else(|| StoreError::WriterRunning {
+                path: self.inner.path.clone(),
+            })?
+        };
+        Ok(writer::spawn(
+            &runtime,
+            self.inner.clone(),
+            conn,
+            options,
+            on_flush,
+        ))
+    }
+
+    /// All devices, ordered by key, each with the latest value of its metrics.
+    pub async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(DEVICE_SELECT_ALL)
+            .fetch_all(&self.inner.read)
+            .await
+            .map_err(self.inner.query_error("reading devices"))?;
+        device_rows(&rows).map_err(self.inner.query_error("reading devices"))
+    }
+
+    /// One device by key, or `None` if Vigil never saw it.
+    pub async fn device(&self, key: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let rows = sqlx::query(DEVICE_SELECT_ONE)
+            .bind(key)
+            .fetch_all(&self.inner.read)
+            .await
+            .map_err(self.inner.query_error("reading a device"))?;
+        let mut devices = device_rows(&rows).map_err(self.inner.query_error("reading a device"))?;
+        Ok(devices.pop())
+    }
+
+    /// The samples of `metric` of `device` in `[from, to)`, downsampled to at
+    /// most `max_points` buckets of equal width (each with min, max, mean and
+    /// count). Empty buckets are left out. An unknown device or metric gives
+    /// no points rather than an error: a chart simply shows nothing yet.
+    pub async fn series(
+        &self,
+        device: &str,
+        metric: &str,
+        from: Micros,
+        to: Micros,
+        max_points: usize,
+    ) -> Result<Series, StoreError> {
+        let bucket = bucket_width(from, to, max_points);
+        if to <= from {
+            return Ok(Series {
+                from,
+                to,
+                bucket,
+                points: Vec::new(),
+            });
+        }
+        // The series id is resolved in a scalar subquery so that the planner
+        // does one range scan of samples(series_id, at), and grouping walks
+        // the rows in index order.
+        let rows = sqlx::query(
+            "SELECT (at - ?1) / ?2 AS b, min(value), max(value), avg(value), count(*)
+             FROM samples
+             WHERE series_id = (SELECT s.id FROM series s JOIN devices d ON d.id = s.device_id
+                                WHERE d.key = ?3 AND s.metric = ?4)
+               AND at >= ?1 AND at < ?5
+             GROUP BY b ORDER BY b",
+        )
+        .bind(from)
+        .bind(bucket)
+        .bind(device)
+        .bind(metric)
+        .bind(to)
+        .fetch_all(&self.inner.read)
+        .await
+        .map_err(self.inner.query_error("reading a series"))?;
+        let points = rows
+            .iter()
+            .map(|row| {
+                Ok(Bucket {
+                    at: from + row.try_get::<i64, _>(0)? * bucket,
+                    min: row.try_get(1)?,
+                    max: row.try_get(2)?,
+                    avg: row.try_get(3)?,
+                    count: row.try_get(4)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.inner.query_error("reading a series"))?;
+        Ok(Series {
+            from,
+            to,
+            bucket,
+            points,
+        })
+    }
+
+    /// Messages matching `query`, newest first (descending id).
+    pub async fn messages(&self, query: &MessageQuery) -> Result<Vec<StoredMessage>, StoreError> {
+        // A fixed text per filter combination (eight at most) rather than
+        // `(?1 IS NULL OR ...)`, which would stop SQLite from using the
+        // (topic_id, id) and (device_id, id) indexes. Names and keys are
+        // resolved in scalar subqueries: an unknown one matches nothing.
+        let mut sql = String::from(
+            "SELECT m.id, m.at, (SELECT name FROM topics WHERE id = m.topic_id),
+                    (SELECT key FROM devices WHERE id = m.device_id),
+                    m.client_id, m.qos, m.retain, m.payload, m.properties
+             FROM messages m WHERE 1",
+        );
+        if query.topic.is_some() {
+            sql.push_str(" AND m.topic_id = (SELECT id FROM topics WHERE name = ?)");
+        }
+        if query.device.is_some() {
+            sql.push_str(" AND m.device_id = (SELECT id FROM devices WHERE key = ?)");
+        }
+        if query.before.is_some() {
+            sql.push_str(" AND m.id < ?");
+        }
+        sql.push_str(" ORDER BY m.id DESC LIMIT ?");
+        // Only fixed fragments went into `sql`; every value is a parameter.
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        if let Some(topic) = &query.topic {
+            q = q.bind(topic.as_str());
+        }
+        if let Some(device) = &query.device {
+            q = q.bind(device.as_str());
+        }
+        if let Some(before) = query.before {
+            q = q.bind(before);
+        }
+        let rows = q
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.inner.read)
+            .await
+            .map_err(self.inner.query_error("reading messages"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredMessage {
+                    id: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    topic: row.try_get(2)?,
+                    device: row.try_get(3)?,
+                    client_id: row.try_get(4)?,
+                    qos: qos(row, 5)?,
+                    retain: row.try_get(6)?,
+                    payload: Bytes::from(row.try_get::<Vec<u8>, _>(7)?),
+                    properties: row.try_get(8)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.inner.query_error("reading messages"))
+    }
+
+    /// All retained messages, ordered by topic.
+    pub async fn retained(&self) -> Result<Vec<RetainedMessage>, StoreError> {
+        let rows = sqlx::query("SELECT topic, payload, qos, at, properties FROM retained ORDER BY topic")
+            .fetch_all(&self.inner.read)
+            .await
+            .map_err(self.inner.query_error("reading retained messages"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(RetainedMessage {
+                    topic: row.try_get(0)?,
+                    payload: Bytes::from(row.try_get::<Vec<u8>, _>(1)?),
+                    qos: qos(row, 2)?,
+                    at: row.try_get(3)?,
+                    properties: row.try_get(4)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.inner.query_error("reading retained messages"))
+    }
+
+    /// Row counts and file size. Counting walks an index of each table, so
+    /// this costs milliseconds per million rows: poll it, but not per frame.
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM samples),
+                    (SELECT count(*) FROM devices),
+                    (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())",
+        )
+        .fetch_one(&self.inner.read)
+        .await
+        .map_err(self.inner.query_error("reading statistics"))?;
+        (|| {
+            Ok(StoreStats {
+                messages: row.try_get(0)?,
+                samples: row.try_get(1)?,
+                devices: row.try_get(2)?,
+                db_bytes: row.try_get::<i64, _>(3)?.max(0) as u64,
+            })
+        })()
+        .map_err(self.inner.query_error("reading statistics"))
+    }
+
+    /// Runs `PRAGMA integrity_check` and fails with [`StoreError::Corrupt`]
+    /// unless SQLite answers "ok". Reads the whole file: seconds per GiB.
+    pub async fn integrity_check(&self) -> Result<(), StoreError> {
+        let lines: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.inner.read)
+            .await
+            .map_err(self.inner.query_error("checking integrity"))?;
+        if lines.len() == 1 && lines[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            path: self.inner.path.clone(),
+            details: lines.into_iter().take(10).collect::<Vec<_>>().join("; "),
+        })
+    }
+
+    /// Closes the read connections and the idle write connection. Shut the
+    /// writer down first ([`WriterHandle::shutdown`]); a writer still running
+    /// closes its connection when it stops. Queries on any clone fail after
+    /// this.
+    pub async fn close(&self) {
+        let conn = {
+            let mut slot = self.inner.slot();
+            slot.closed = true;
+            slot.conn.take()
+        };
+        if let Some(conn) = conn {
+            close_quietly(conn, &self.inner.path).await;
+        }
+        self.inner.read.close().await;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn read_pool(&self) -> &SqlitePool {
+        &self.inner.read
+    }
+
+    /// Takes the idle write connection, for tests that need to tamper.
+    #[cfg(test)]
+    pub(crate) fn inner_writer_conn_for_test(&self) -> SqliteConnection {
+        self.inner.slot().conn.take().expect("idle write connection")
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn return_writer_for_test(&self, conn: SqliteConnection) {
+        self.inner.return_writer(conn).await
+    }
+}
+
+/// Makes sure the file uses incremental auto-vacuum. New files get it from the
+/// connect pragmas; a file created some other way (e.g. by the sqlite3 shell)
+/// needs one `VACUUM` to switch, which rewrites it once.
+async fn ensure_incremental_vacuum(conn: &mut SqliteConnection, path: &Path) -> Result<(), sqlx::Error> {
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&mut *conn).await?;
+    if mode != 2 {
+        tracing::info!(path = %path.display(), mode, "switching the database to incremental auto-vacuum (one-time VACUUM)");
+        sqlx::raw_sql("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Bucket width for `max_points` buckets over `[from, to)`, at least 1 µs.
+fn bucket_width(from: Micros, to: Micros, max_points: usize) -> Micros {
+    let span = (i128::from(to) - i128::from(from)).max(0);
+    let n = max_points.max(1) as i128;
+    let width = (span + n - 1) / n;
+    width.clamp(1, i128::from(i64::MAX)) as i64
+}
+
+fn qos(row: &SqliteRow, index: usize) -> Result<u8, sqlx::Error> {
+    let value: i64 = row.try_get(index)?;
+    Ok(value.clamp(0, 2) as u8)
+}
+
+/// The device SELECT with a tail: one row per device and metric with a
+/// value (or one row with NULL metric columns for a device without metrics).
+macro_rules! device_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT d.key, d.first_seen, d.last_seen, d.message_count, s.metric, s.last_value, s.last_at
+             FROM devices d LEFT JOIN series s ON s.device_id = d.id AND s.last_value IS NOT NULL",
+            $tail
+        )
+    };
+}
+const DEVICE_SELECT_ALL: &str = device_select!(" ORDER BY d.key, s.metric");
+const DEVICE_SELECT_ONE: &str = device_select!(" WHERE d.key = ?1 ORDER BY s.metric");
+
+/// Groups the rows of the device SELECT (one per device and metric, ordered
+/// by device key) into devices.
+fn device_rows(rows: &[SqliteRow]) -> Result<Vec<DeviceRow>, sqlx::Error> {
+    let mut devices: Vec<DeviceRow> = Vec::new();
+    for row in rows {
+        let key: String = row.try_get(0)?;
+        if devices.last().is_none_or(|d| d.id != key) {
+            devices.push(DeviceRow {
+                id: key,
+                first_seen: row.try_get(1)?,
+                last_seen: row.try_get(2)?,
+                message_count: row.try_get(3)?,
+                metrics: Vec::new(),
+            });
+        }
+        if let (Some(name), Some(device)) = (row.try_get::<Option<String>, _>(4)?, devices.last_mut()) {
+            device.metrics.push(MetricRow {
+                name,
+                value: row.try_get(5)?,
+                at: row.try_get(6)?,
+            });
+        }
+    }
+    Ok(devices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{count, device_record, record, temp_store, write_all};
+    use crate::Record;
+
+    async fn pragma(conn: &mut SqliteConnection, name: &'static str) -> String {
+        let row = sqlx::query(name).fetch_one(conn).await.expect(name);
+        let value = row.try_get_raw(0).expect(name);
+        use sqlx::{Value, ValueRef};
+        let value = value.to_owned();
+        value
+            .try_decode::<i64>()
+            .map(|v| v.to_string())
+            .or_else(|_| value.try_decode::<String>())
+            .expect(name)
+    }
+
+    #[tokio::test]
+    async fn a_new_file_gets_wal_incremental_vacuum_and_the_other_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dirs/vigil.db");
+        let store = Store::open(&path).await.unwrap();
+        assert!(path.is_file());
+        assert_eq!(store.path(), path);
+
+        let mut writer = store.inner.slot().conn.take().expect("idle write connection");
+        assert_eq!(pragma(&mut writer, "PRAGMA journal_mode").await, "wal");
+        assert_eq!(pragma(&mut writer, "PRAGMA auto_vacuum").await, "2", "2 = INCREMENTAL");
+        assert_eq!(pragma(&mut writer, "PRAGMA synchronous").await, "1", "1 = NORMAL");
+        assert_eq!(pragma(&mut writer, "PRAGMA foreign_keys").await, "1");
+        assert_eq!(pragma(&mut writer, "PRAGMA busy_timeout").await, "5000");
+        store.inner.return_writer(writer).await;
+
+        let mut reader = store.read_pool().acquire().await.unwrap();
+        assert_eq!(pragma(&mut reader, "PRAGMA journal_mode").await, "wal");
+        assert_eq!(pragma(&mut reader, "PRAGMA auto_vacuum").await, "2");
+        assert_eq!(pragma(&mut reader, "PRAGMA synchronous").await, "1");
+        assert_eq!(pragma(&mut reader, "PRAGMA foreign_keys").await, "1");
+        assert_eq!(pragma(&mut reader, "PRAGMA busy_timeout").await, "5000");
+        assert_eq!(pragma(&mut reader, "PRAGMA query_only").await, "1");
+        let refused = sqlx::query("INSERT INTO topics (name) VALUES ('x')").execute(&mut *reader).await;
+        assert!(refused.is_err(), "read connections must not write");
+        drop(reader);
+
+        // The setting is recorded in the file header, not just the connection.
+        store.close().await;
+        let header = std::fs::read(&path).unwrap();
+        let largest_root_page = u32::from_be_bytes(header[52..56].try_into().unwrap());
+        let incremental = u32::from_be_bytes(header[64..68].try_into().unwrap());
+        assert!(largest_root_page > 0, "auto-vacuum is on in the header");
+        assert_eq!(incremental, 1, "incremental mode in the header");
+    }
+
+    #[tokio::test]
+    async fn a_file_created_without_auto_vacuum_is_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE unrelated (x INTEGER)").execute(&mut conn).await.unwrap();
+        assert_eq!(pragma(&mut conn, "PRAGMA auto_vacuum").await, "0");
+        conn.close().await.unwrap();
+
+        let store = Store::open(&path).await.unwrap();
+        let mut reader = store.read_pool().acquire().await.unwrap();
+        assert_eq!(pragma(&mut reader, "PRAGMA auto_vacuum").await, "2");
+    }
+
+    #[tokio::test]
+    async fn open_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be.
+        let err = Store::open(dir.path()).await.err().expect("a directory is no database");
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+        assert!(text.starts_with("cannot open database at "), "{text}");
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+
+        // A file where the directory should be.
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let err = Store::open(&blocker.join("vigil.db")).await.err().expect("parent is a file");
+        assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+        assert!(err.to_string().contains("cannot create directory"), "{err}");
+
+        // Not a database at all.
+        let garbage = dir.path().join("garbage.db");
+        std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
+        let err = Store::open(&garbage).await.err().expect("garbage is no database");
+        assert!(err.to_string().contains(&garbage.display().to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn payloads_round_trip_byte_for_byte() {
+        let (_dir, store) = temp_store().await;
+        let big: Vec<u8> = (0..512 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+        let binary = vec![0xff, 0xfe, 0x00, 0xc3, 0x28, 0x80, 0x00];
+        let records = vec![
+            Record {
+                client_id: Some("client-1".into()),
+                properties: Some(r#"{"content_type":"application/octet-stream"}"#.into()),
+                qos: 2,
+                ..record(1_000, "blobs/big", &big)
+            },
+            record(2_000, "blobs/binary", &binary),
+            record(3_000, "blobs/empty", b""),
+        ];
+        write_all(&store, records).await;
+
+        let got = store.messages(&MessageQuery::default()).await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].payload.len(), 0);
+        assert_eq!(&got[1].payload[..], &binary[..]);
+        assert_eq!(got[2].payload.len(), big.len());
+        assert!(got[2].payload == big, "512 KiB payload differs");
+        assert_eq!(got[2].topic, "blobs/big");
+        assert_eq!(got[2].at, 1_000);
+        assert_eq!(got[2].qos, 2);
+        assert!(!got[2].retain);
+        assert_eq!(got[2].client_id.as_deref(), Some("client-1"));
+        assert_eq!(got[2].properties.as_deref(), Some(r#"{"content_type":"application/octet-stream"}"#));
+        assert_eq!(got[2].device, None);
+        assert_eq!(got[1].client_id, None);
+        assert!(got[0].id > got[1].id && got[1].id > got[2].id, "newest first");
+    }
+
+    #[tokio::test]
+    async fn messages_page_newest_first_and_filter_by_topic_and_device() {
+        let (_dir, store) = temp_store().await;
+        let mut records = Vec::new();
+        for i in 0..300 {
+            let device = ["a", "b", "c"][i % 3];
+            let mut r = device_record(i as Micros, device, &[]);
+            r.topic = format!("t/{}", i % 2);
+            r.payload = format!("{i}").into_bytes().into();
+            records.push(r);
+        }
+        records.push(record(300, "t/0", b"no device"));
+        write_all(&store, records).await;
+
+        // Walk all pages with `before`.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .messages(&MessageQuery { before, limit: 64, ..MessageQuery::default() })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 64);
+            before = page.last().map(|m| m.id);
+            seen.extend(page);
+        }
+        assert_eq!(seen.len(), 301);
+        assert!(seen.windows(2).all(|w| w[0].id > w[1].id), "strictly newest first");
+        assert_eq!(&seen[0].payload[..], b"no device");
+        assert_eq!(&seen[300].payload[..], b"0");
+
+        let t1 = store
+            .messages(&MessageQuery { topic: Some("t/1".into()), limit: 1000, ..MessageQuery::default() })
+            .await
+            .unwrap();
+        assert_eq!(t1.len(), 150);
+        assert!(t1.iter().all(|m| m.topic == "t/1"));
+
+        let b = store
+            .messages(&MessageQuery { device: Some("b".into()), limit: 1000, ..MessageQuery::default() })
+            .await
+            .unwrap();
+        assert_eq!(b.len(), 100);
+        assert!(b.iter().all(|m| m.device.as_deref() == Some("b")));
+
+        let both = store
+            .messages(&MessageQuery {
+                topic: Some("t/0".into()),
+                device: Some("a".into()),
+                before: Some(b[0].id),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(both.len(), 10);
+        assert!(both.iter().all(|m| m.topic == "t/0" && m.device.as_deref() == Some("a") && m.id < b[0].id));
+
+        let unknown = store
+            .messages(&MessageQuery { topic: Some("nope".into()), ..MessageQuery::default() })
+            .await
+            .unwrap();
+        assert!(unknown.is_empty());
+        let unknown = store
+            .messages(&MessageQuery { device: Some("nope".into()), ..MessageQuery::default() })
+            .await
+            .unwrap();
+        assert!(unknown.is_empty());
+    }
+
+    #[tokio::test]
+    async fn message_queries_use_the_indexes() {
+        let (_dir, store) = temp_store().await;
+        let pool = store.read_pool().clone();
+        let plan = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
+                rows.iter().map(|r| r.get::<String, _>(3)).collect::<Vec<_>>().join(" | ")
+            }
+        };
+        let topic = plan(
+            "EXPLAIN QUERY PLAN SELECT m.id FROM messages m WHERE 1
+             AND m.topic_id = (SELECT id FROM topics WHERE name = 'x') AND m.id < 5 ORDER BY m.id DESC LIMIT 10",
+        )
+        .await;
+        assert!(topic.contains("messages_topic"), "{topic}");
+        assert!(!topic.contains("TEMP B-TREE"), "{topic}");
+        let series = plan(
+            "EXPLAIN QUERY PLAN SELECT (at - 0) / 10 AS b, count(*) FROM samples
+             WHERE series_id = 3 AND at >= 0 AND at < 100 GROUP BY b ORDER BY b",
+        )
+        .await;
+        assert!(series.contains("samples_series_at"), "{series}");
+    }
+
+    #[tokio::test]
+    async fn devices_aggregate_many_devices_with_latest_metrics() {
+        let (_dir, store) = temp_store().await;
+        let mut records = Vec::new();
+        for round in 0..20 {
+            for d in (0..50).rev() {
+                let at = 1_000_000 + round * 1_000 + d;
+                records.push(device_record(at, &format!("dev-{d:02}"), &[("temp", round as f64), ("hum", d as f64)]));
+            }
+        }
+        // A late, older sample must not replace the latest value.
+        records.push(device_record(5, "dev-07", &[("temp", -100.0)]));
+        write_all(&store, records).await;
+
+        let devices = store.devices().await.unwrap();
+        assert_eq!(devices.len(), 50);
+        assert!(devices.windows(2).all(|w| w[0].id < w[1].id), "ordered by key");
+        let d7 = devices.iter().find(|d| d.id == "dev-07").unwrap();
+        assert_eq!(d7.message_count, 21);
+        assert_eq!(d7.first_seen, 5);
+        assert_eq!(d7.last_seen, 1_000_000 + 19_000 + 7);
+        let names: Vec<&str> = d7.metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["hum", "temp"], "metrics ordered by name");
+        assert_eq!(d7.metrics[1].value, 19.0);
+        assert_eq!(d7.metrics[1].at, 1_019_007);
+        assert_eq!(d7.metrics[0].value, 7.0);
+        assert_eq!(store.device("dev-07").await.unwrap().as_ref(), Some(d7));
+        assert_eq!(store.device("nope").await.unwrap(), None);
+
+        let stats = store.stats().await.unwrap();
+        assert_eq!(stats.devices, 50);
+        assert_eq!(stats.messages, 1001);
+        assert_eq!(stats.samples, 2001);
+        assert!(stats.db_bytes > 0);
+        assert_eq!(count(&store, "series").await, 100);
+        serde_json::to_string(&devices).unwrap();
+    }
+
+    #[tokio::test]
+    async fn series_are_downsampled_into_buckets() {
+        let (_dir, store) = temp_store().await;
+        let t0: Micros = 1_700_000_000_000_000;
+        let second: Micros = 1_000_000;
+        let records = (0..10_000).map(|i| {
+            let mut r = device_record(t0 + i * second, "meter", &[("power", i as f64), ("other", 1.0)]);
+            if i % 10 == 0 {
+                r.samples.push(("sparse".into(), -(i as f64)));
+            }
+            r
+        });
+        write_all(&store, records.chain([device_record(t0, "elsewhere", &[("power", 1e9)])])).await;
+
+        let s = store.series("meter", "power", t0, t0 + 10_000 * second, 100).await.unwrap();
+        assert_eq!(s.bucket, 100 * second);
+        assert_eq!((s.from, s.to), (t0, t0 + 10_000 * second));
+        assert_eq!(s.points.len(), 100);
+        assert_eq!(s.points.iter().map(|b| b.count).sum::<i64>(), 10_000);
+        for (k, b) in s.points.iter().enumerate() {
+            let k = k as i64;
+            assert_eq!(b.at, t0 + k * 100 * second);
+            assert_eq!(b.count, 100);
+            assert_eq!(b.min, (k * 100) as f64);
+            assert_eq!(b.max, (k * 100 + 99) as f64);
+            assert!((b.avg - (k * 100) as f64 - 49.5).abs() < 1e-9, "{b:?}");
+        }
+
+        // A sub-range, `to` exclusive, and a width that does not divide evenly.
+        let s = store.series("meter", "power", t0 + 10 * second, t0 + 20 * second, 3).await.unwrap();
+        assert_eq!(s.bucket, 3_333_334);
+        assert_eq!(s.points.iter().map(|b| b.count).sum::<i64>(), 10);
+        assert_eq!(s.points.len(), 3);
+        assert_eq!(s.points[0].min, 10.0);
+        assert_eq!(s.points[2].max, 19.0);
+
+        // Only non-empty buckets come back.
+        let s = store.series("meter", "sparse", t0, t0 + 100 * second, 100).await.unwrap();
+        assert_eq!(s.bucket, second);
+        assert_eq!(s.points.len(), 10);
+        assert_eq!(s.points[3].at, t0 + 30 * second);
+        assert_eq!(s.points[3].avg, -30.0);
+
+        for (device, metric) in [("meter", "nope"), ("nope", "power")] {
+            let s = store.series(device, metric, t0, t0 + second, 10).await.unwrap();
+            assert!(s.points.is_empty());
+        }
+        let s = store.series("meter", "power", t0, t0, 10).await.unwrap();
+        assert!(s.points.is_empty());
+        assert_eq!(s.bucket, 1);
+        let s = store.series("meter", "power", t0, t0 + 5, 0).await.unwrap();
+        assert_eq!((s.bucket, s.points.len()), (5, 1));
+        serde_json::to_string(&s).unwrap();
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_everything_and_passes_the_integrity_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.db");
+        let store = Store::open(&path).await.unwrap();
+        write_all(&store, (0..1000).map(|i| device_record(i, &format!("d{}", i % 7), &[("x", i as f64)]))).await;
+        let retained = Record { retain: true, ..record(5, "r/1", b"kept") };
+        write_all(&store, [retained]).await;
+        let before = (
+            store.devices().await.unwrap(),
+            store.messages(&MessageQuery { limit: 5000, ..MessageQuery::default() }).await.unwrap(),
+            store.retained().await.unwrap(),
+            store.series("d3", "x", 0, 1000, 10).await.unwrap(),
+            store.stats().await.unwrap(),
+        );
+        store.integrity_check().await.unwrap();
+        store.close().await;
+        assert!(store.devices().await.is_err(), "closed");
+        drop(store);
+
+        let store = Store::open(&path).await.unwrap();
+        let after = (
+            store.devices().await.unwrap(),
+            store.messages(&MessageQuery { limit: 5000, ..MessageQuery::default() }).await.unwrap(),
+            store.retained().await.unwrap(),
+            store.series("d3", "x", 0, 1000, 10).await.unwrap(),
+            store.stats().await.unwrap(),
+        );
+        assert_eq!(before.0, after.0);
+        assert_eq!(before.1, after.1);
+        assert_eq!(before.2, after.2);
+        assert_eq!(before.3, after.3);
+        assert_eq!(before.4.messages, 1001);
+        assert_eq!(before.4.messages, after.4.messages);
+        assert_eq!(before.4.samples, after.4.samples);
+        store.integrity_check().await.unwrap();
+
+        // New messages continue the id sequence.
+        write_all(&store, [record(2000, "t", b"new")]).await;
+        let newest = store.messages(&MessageQuery { limit: 1, ..MessageQuery::default() }).await.unwrap();
+        assert_eq!(newest[0].id, 1002);
+    }
+
+    #[tokio::test]
+    async fn integrity_check_reports_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.db");
+        let store = Store::open(&path).await.unwrap();
+        write_all(&store, (0..2000).map(|i| record(i, &format!("topic/{i}"), &[b'x'; 300]))).await;
+        store.close().await;
+        drop(store);
+
+        // Overwrite a page in the middle of the file with junk.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096;
+        let victim = bytes.len() / page / 2 * page;
+        bytes[victim + 8..victim + page].fill(0x5a);
+        std::fs::write(&path, bytes).unwrap();
+
+        match Store::open(&path).await {
+            Err(e) => assert!(e.to_string().contains(&path.display().to_string()), "{e}"),
+            Ok(store) => {
+                let err = store.integrity_check().await.unwrap_err();
+                assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Query { .. }), "{err:?}");
+                assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+            }
+        }
+    }
+}

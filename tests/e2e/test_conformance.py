@@ -1,0 +1,175 @@
+"""MQTT conformance basics at Vigil's front door, with real clients (paho-mqtt)."""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import V311, V5, VERSIONS, payload_of, random_bytes, unique, user_properties, wait_for
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_keepalive_zero_is_accepted(vigil):
+    topic = f"{unique('ka0')}/value"
+    c = vigil.client(keepalive=0)
+    assert c.connect_rc == 0
+    c.publish_wait(topic, b"1", qos=1)
+    # Keepalive 0 means "no keepalive": the server must not time the client out.
+    time.sleep(1.0)
+    assert not c.disconnected.is_set(), f"server dropped a keepalive=0 client: {c.disconnect_rc}"
+    c.publish_wait(topic, b"2", qos=1)
+    stored = vigil.wait_stored(topic, 2)
+    assert sorted(payload_of(m) for m in stored) == [b"1", b"2"]
+    assert all(m["client_id"] == c.client_id for m in stored)
+
+
+def _spawn_will_client(port: int, version: str, client_id: str, topic: str, payload: bytes,
+                       mode: str = "idle") -> subprocess.Popen:
+    args = [sys.executable, str(HERE / "will_client.py"), str(port), version, client_id, topic, payload.hex()]
+    if mode == "clean":
+        args.append("clean")
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ready, _, _ = select.select([proc.stdout], [], [], 15)
+    line = proc.stdout.readline() if ready else b"(nothing within 15 s)"
+    if line.strip() != b"connected":
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+        raise AssertionError(f"will client did not connect: {line!r} {err.decode(errors='replace')}")
+    return proc
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_will_is_sent_when_client_is_killed(vigil, version):
+    base = unique("will")
+    will_topic = f"{base}/status"
+    will_payload = b"offline:" + random_bytes(16).hex().encode()
+    client_id = unique("dying")
+    sub = vigil.client(version=VERSIONS[version])
+    sub.subscribe(will_topic, qos=1)
+
+    proc = _spawn_will_client(vigil.mqtt_port, version, client_id, will_topic, will_payload)
+    try:
+        proc.kill()  # SIGKILL: the socket closes without DISCONNECT
+        proc.wait(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+
+    got = sub.expect_message(timeout=10, topic=will_topic)
+    assert got.payload == will_payload
+
+    [stored] = vigil.wait_stored(will_topic, 1)
+    assert payload_of(stored) == will_payload
+    assert stored["properties"] is not None and stored["properties"].get("will") is True, stored
+    assert stored["client_id"] == client_id
+    assert stored["qos"] == 1
+    assert stored["device"] == base
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_clean_disconnect_sends_no_will(vigil, version):
+    base = unique("nowill")
+    will_topic = f"{base}/status"
+    marker = f"{base}/marker"
+    sub = vigil.client(version=VERSIONS[version])
+    sub.subscribe(f"{base}/#", qos=1)
+
+    leaver = vigil.client(version=VERSIONS[version],
+                          will=dict(topic=will_topic, payload=b"gone", qos=1, retain=False))
+    leaver.disconnect()
+    assert leaver.disconnected.is_set()
+
+    # Anything the server did on that DISCONNECT happened before it handles a
+    # later publish from another client: once the marker arrives, a will would have too.
+    other = vigil.client(version=VERSIONS[version])
+    other.publish_wait(marker, b"after", qos=1)
+    sub.expect_message(timeout=10, topic=marker)
+    vigil.wait_stored(marker, 1)
+    time.sleep(0.3)
+    assert sub.messages_on(will_topic) == [], "a will was sent after a clean DISCONNECT"
+    assert vigil.messages(topic=will_topic) == []
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_retained_message_reaches_later_subscriber(vigil, version):
+    topic = f"{unique('ret')}/state"
+    payload = b"retained-" + random_bytes(8).hex().encode()
+    pub = vigil.client(version=VERSIONS[version])
+    pub.publish_wait(topic, payload, qos=1, retain=True)
+    pub.disconnect()
+
+    late = vigil.client(version=VERSIONS[version])
+    late.subscribe(topic, qos=1)
+    got = late.expect_message(timeout=10, topic=topic)
+    assert got.payload == payload
+    assert got.retain is True
+
+    [stored] = vigil.wait_stored(topic, 1)
+    assert stored["retain"] is True
+    assert payload_of(stored) == payload
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_qos2_flow_completes_exactly_once(vigil, version):
+    base = unique("qos2")
+    topic = f"{base}/n"
+    sub = vigil.client(version=VERSIONS[version])
+    sub.subscribe(f"{base}/#", qos=2)
+    pub = vigil.client(version=VERSIONS[version])
+
+    payloads = [f"msg-{i}".encode() for i in range(20)]
+    for p in payloads:
+        pub.publish_wait(topic, p, qos=2)  # on_publish fires only after PUBCOMP
+
+    wait_for(lambda: len(sub.messages_on(topic)) >= len(payloads), 10, what="20 QoS 2 deliveries")
+    # A marker after them: any duplicate would arrive before it.
+    pub.publish_wait(f"{base}/marker", b"end", qos=2)
+    sub.expect_message(timeout=10, topic=f"{base}/marker")
+    got = sub.messages_on(topic)
+    assert [r.payload for r in got] == payloads, "QoS 2 must deliver each message exactly once, in order"
+    assert all(r.qos == 2 for r in got)
+
+    stored = vigil.wait_stored(topic, len(payloads))
+    assert len(stored) == len(payloads), "each QoS 2 message stored once"
+    assert [payload_of(m) for m in reversed(stored)] == payloads
+    assert all(m["qos"] == 2 for m in stored)
+
+
+def test_mqtt5_user_properties_pass_through_and_are_stored(vigil):
+    topic = f"{unique('props')}/reading"
+    pairs = [("source", "lab"), ("unit", "°C"), ("source", "second value, same name")]
+    sub = vigil.client(version=V5)
+    sub.subscribe(topic, qos=1)
+    pub = vigil.client(version=V5)
+    pub.publish_wait(topic, b'{"t": 21.5}', qos=1,
+                     properties=user_properties(pairs, content_type="application/json"))
+
+    got = sub.expect_message(timeout=10, topic=topic)
+    assert got.payload == b'{"t": 21.5}'
+    assert list(got.properties.UserProperty) == pairs
+    assert got.properties.ContentType == "application/json"
+
+    [stored] = vigil.wait_stored(topic, 1)
+    props = stored["properties"]
+    assert props is not None, stored
+    assert props.get("user_properties") == [{"name": n, "value": v} for n, v in pairs]
+    assert props.get("content_type") == "application/json"
+    assert not props.get("will")
+
+
+def test_v311_message_has_no_user_properties(vigil):
+    topic = f"{unique('noprops')}/x"
+    c = vigil.client(version=V311)
+    c.publish_wait(topic, b"plain", qos=1)
+    [stored] = vigil.wait_stored(topic, 1)
+    props = stored["properties"]
+    assert props is None or not props.get("user_properties"), stored
+    assert props is None or not props.get("will"), stored
