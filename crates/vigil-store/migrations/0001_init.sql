@@ -23,6 +23,11 @@ CREATE TABLE topics (
 
 -- AUTOINCREMENT so that ids never go backwards, even after retention has
 -- deleted every message: ids are pagination cursors and "new since" marks.
+--
+-- Foreign keys are DEFERRABLE INITIALLY DEFERRED: they are still enforced, at
+-- COMMIT, but an immediate foreign key forces SQLite to keep a statement
+-- journal (a copy of every page touched) for each multi-row INSERT: the
+-- largest avoidable cost in profiles of the writer.
 CREATE TABLE messages (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     at         INTEGER NOT NULL,
@@ -49,6 +54,12 @@ CREATE TABLE series (
     UNIQUE (device_id, metric)
 );
 
+-- One row per numeric sample, clustered by (series_id, at): a chart reads one
+-- contiguous key range, and each insert touches one B-tree instead of a table
+-- plus an index (the writer's main cost). The key makes a second sample of a
+-- series at the same microsecond replace the first. No foreign key: only the
+-- writer inserts here, with ids it just read from `series`, and checking one
+-- per sample (two per message) cost about 8% of the writer's throughput.
 CREATE TABLE samples (
     series_id INTEGER NOT NULL,
     at        INTEGER NOT NULL,

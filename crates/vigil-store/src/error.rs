@@ -58,11 +58,15 @@ pub enum StoreError {
     },
 
     /// The writer task is gone, so the record was not stored.
-    #[error("the database writer has stopped; nothing more can be stored until a new writer is spawned")]
+    #[error(
+        "the database writer has stopped; nothing more can be stored until a new writer is spawned"
+    )]
     WriterStopped,
 
     /// [`crate::Store::spawn_writer`] was called while a writer was running.
-    #[error("a writer is already running for database {path}; shut it down before spawning another")]
+    #[error(
+        "a writer is already running for database {path}; shut it down before spawning another"
+    )]
     WriterRunning {
         /// The database file.
         path: PathBuf,

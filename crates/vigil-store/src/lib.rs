@@ -18,7 +18,9 @@
 //!   batches ("group commit"). A full queue makes [`WriterHandle::write`] wait,
 //!   which is the backpressure that keeps memory bounded when the disk is
 //!   slower than the network. Retention ([`WriterHandle::apply_retention`]) runs
-//!   on the same task, between batches, so it never contends with inserts.
+//!   on the same task, between batches, so it never contends with inserts. A
+//!   companion task copies committed pages from the WAL into the database file
+//!   on its own connection, so that work runs on another core.
 //!
 //! The database runs in WAL mode (readers never block the writer), with
 //! `synchronous=NORMAL` (a power cut can lose the last few batches but never

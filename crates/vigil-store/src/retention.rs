@@ -38,18 +38,22 @@ pub(crate) async fn apply(
     Ok(report)
 }
 
-async fn delete_messages_before(conn: &mut SqliteConnection, cutoff: Micros) -> Result<u64, sqlx::Error> {
+/// Finds the rows through the messages(at) index.
+const DELETE_MESSAGES_BEFORE: &str =
+    "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE at < ?1 LIMIT ?2)";
+
+async fn delete_messages_before(
+    conn: &mut SqliteConnection,
+    cutoff: Micros,
+) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     loop {
-        // Uses the messages(at) index to find the rows.
-        let done = sqlx::query(
-            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE at < ? LIMIT ?)",
-        )
-        .bind(cutoff)
-        .bind(CHUNK)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        let done = sqlx::query(DELETE_MESSAGES_BEFORE)
+            .bind(cutoff)
+            .bind(CHUNK)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         deleted += done;
         if done < CHUNK as u64 {
             return Ok(deleted);
@@ -57,22 +61,26 @@ async fn delete_messages_before(conn: &mut SqliteConnection, cutoff: Micros) -> 
     }
 }
 
-/// Samples have no index on `at` alone (it would slow every insert down), so
-/// the search walks the small `series` table and range-scans
-/// samples(series_id, at) for each series: CROSS JOIN pins that loop order.
-async fn delete_samples_before(conn: &mut SqliteConnection, cutoff: Micros) -> Result<u64, sqlx::Error> {
+/// Samples are keyed by (series_id, at) and have no index on `at` alone (it
+/// would slow every insert down), so the search walks the small `series`
+/// table and range-scans each series' old samples: CROSS JOIN pins that loop
+/// order. The chunk is then deleted by primary key.
+const DELETE_SAMPLES_BEFORE: &str = "DELETE FROM samples WHERE (series_id, at) IN (
+     SELECT s.series_id, s.at FROM series CROSS JOIN samples s
+     ON s.series_id = series.id AND s.at < ?1 LIMIT ?2)";
+
+async fn delete_samples_before(
+    conn: &mut SqliteConnection,
+    cutoff: Micros,
+) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     loop {
-        let done = sqlx::query(
-            "DELETE FROM samples WHERE rowid IN (
-                 SELECT s.rowid FROM series CROSS JOIN samples s
-                 ON s.series_id = series.id AND s.at < ?1 LIMIT ?2)",
-        )
-        .bind(cutoff)
-        .bind(CHUNK)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        let done = sqlx::query(DELETE_SAMPLES_BEFORE)
+            .bind(cutoff)
+            .bind(CHUNK)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         deleted += done;
         if done < CHUNK as u64 {
             return Ok(deleted);
@@ -116,11 +124,13 @@ async fn shrink_to(conn: &mut SqliteConnection, max_bytes: u64) -> Result<(u64, 
         let mut round = 0;
         while target > 0 {
             let n = target.min(CHUNK as u64) as i64;
-            let done = sqlx::query("DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?)")
-                .bind(n)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+            let done = sqlx::query(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?)",
+            )
+            .bind(n)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
             round += done;
             if done < n as u64 {
                 break; // no messages left
@@ -139,4 +149,234 @@ async fn shrink_to(conn: &mut SqliteConnection, max_bytes: u64) -> Result<(u64, 
         }
     }
     Ok((messages, samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Row;
+    use vigil_core::now_micros;
+
+    use super::*;
+    use crate::testutil::{count, device_record, record, temp_store, write_all};
+    use crate::{MessageQuery, Record, Store, WriterOptions};
+
+    const HOUR: Micros = 3_600_000_000;
+
+    async fn pragma_i64(store: &Store, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(store.read_pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn by_age_deletes_old_messages_and_samples_only() {
+        let (_dir, store) = temp_store().await;
+        let now = now_micros();
+        let old = (0..500).map(|i| device_record(now - 2 * HOUR + i, "d", &[("x", 1.0)]));
+        let new = (0..500).map(|i| device_record(now - HOUR / 2 + i, "d", &[("x", 2.0)]));
+        let retained = Record {
+            retain: true,
+            ..record(now - 3 * HOUR, "r/old", b"kept")
+        };
+        write_all(&store, old.chain(new).chain([retained])).await;
+
+        let writer = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .unwrap();
+        let report = writer
+            .apply_retention(Retention {
+                max_age: Some(Duration::from_secs(3600)),
+                max_bytes: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            RetentionReport {
+                deleted_messages: 501,
+                deleted_samples: 500
+            }
+        );
+        let again = writer
+            .apply_retention(Retention {
+                max_age: Some(Duration::from_secs(3600)),
+                max_bytes: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(again, RetentionReport::default());
+        writer.shutdown().await.unwrap();
+
+        let left = store
+            .messages(&MessageQuery {
+                limit: 10_000,
+                ..MessageQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 500);
+        assert!(left.iter().all(|m| m.at >= now - HOUR));
+        assert_eq!(count(&store, "samples").await, 500);
+        // Devices, their counters and retained messages are not history.
+        let d = store.device("d").await.unwrap().unwrap();
+        assert_eq!(d.message_count, 1000);
+        assert_eq!(d.metrics[0].value, 2.0);
+        assert_eq!(store.retained().await.unwrap().len(), 1);
+        store.integrity_check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn by_age_sees_records_queued_before_it() {
+        let (_dir, store) = temp_store().await;
+        let writer = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .unwrap();
+        for i in 0..100 {
+            writer
+                .write(device_record(i, "d", &[("x", 1.0)]))
+                .await
+                .unwrap();
+        }
+        let report = writer
+            .apply_retention(Retention {
+                max_age: Some(Duration::from_secs(1)),
+                max_bytes: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            RetentionReport {
+                deleted_messages: 100,
+                deleted_samples: 100
+            }
+        );
+        writer.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn by_size_keeps_the_newest_and_gives_space_back() {
+        let (dir, store) = temp_store().await;
+        let path = dir.path().join("vigil.db");
+        let payload = vec![b'p'; 1000];
+        let records = (0..4000).map(|i| Record {
+            payload: payload.clone().into(),
+            samples: vec![("x".into(), i as f64), ("y".into(), 0.0)],
+            device: Some(format!("d{}", i % 5)),
+            ..record(1_000_000 + i * 1000, &format!("t/{}", i % 5), b"")
+        });
+        write_all(&store, records).await;
+        let used_sql = "SELECT ((SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count()))
+                        * (SELECT page_size FROM pragma_page_size())";
+        let before = pragma_i64(&store, used_sql).await;
+        let pages_before = pragma_i64(&store, "PRAGMA page_count").await;
+        let max_bytes = (before / 3) as u64;
+
+        let writer = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .unwrap();
+        let report = writer
+            .apply_retention(Retention {
+                max_age: None,
+                max_bytes: Some(max_bytes),
+            })
+            .await
+            .unwrap();
+        writer.shutdown().await.unwrap();
+
+        let used = pragma_i64(&store, used_sql).await;
+        assert!(used as u64 <= max_bytes, "{used} > {max_bytes}");
+        let left = store
+            .messages(&MessageQuery {
+                limit: 10_000,
+                ..MessageQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(!left.is_empty(), "not everything should go");
+        assert!(left.len() < 4000 * 2 / 3 + 100, "{} left", left.len());
+        assert_eq!(report.deleted_messages as usize + left.len(), 4000);
+        // The newest survive, as one contiguous run of ids.
+        assert_eq!(left[0].id, 4000);
+        assert_eq!(left.last().unwrap().id, 4000 - left.len() as i64 + 1);
+        // Samples older than the oldest message kept went with them.
+        let oldest_message = left.last().unwrap().at;
+        let oldest_sample = pragma_i64(&store, "SELECT min(at) FROM samples").await;
+        assert!(oldest_sample >= oldest_message);
+        assert_eq!(count(&store, "samples").await as usize, left.len() * 2);
+        assert_eq!(report.deleted_samples, 8000 - left.len() as u64 * 2);
+        // Incremental auto-vacuum handed the free pages back to the file system.
+        assert_eq!(pragma_i64(&store, "PRAGMA freelist_count").await, 0);
+        let pages_after = pragma_i64(&store, "PRAGMA page_count").await;
+        assert!(
+            pages_after < pages_before / 2,
+            "{pages_after} vs {pages_before} pages"
+        );
+        // ... and the checkpoint wrote the shorter file out.
+        let page_size = pragma_i64(&store, "PRAGMA page_size").await;
+        let file = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(file, (pages_after * page_size) as u64);
+        assert_eq!(store.devices().await.unwrap().len(), 5);
+        store.integrity_check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn by_size_stops_when_only_kept_data_is_left() {
+        let (_dir, store) = temp_store().await;
+        let retained = (0..50).map(|i| Record {
+            retain: true,
+            ..record(i, &format!("r/{i}"), &[b'r'; 2000])
+        });
+        write_all(&store, retained).await;
+        let writer = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .unwrap();
+        let report = writer
+            .apply_retention(Retention {
+                max_age: None,
+                max_bytes: Some(1),
+            })
+            .await
+            .unwrap();
+        writer.shutdown().await.unwrap();
+        assert_eq!(report.deleted_messages, 50);
+        assert_eq!(count(&store, "messages").await, 0);
+        assert_eq!(store.retained().await.unwrap().len(), 50);
+
+        // Ids keep counting after everything was deleted.
+        write_all(&store, [record(100, "t", b"x")]).await;
+        let got = store.messages(&MessageQuery::default()).await.unwrap();
+        assert_eq!(got[0].id, 51);
+    }
+
+    #[tokio::test]
+    async fn deletes_find_their_rows_through_indexes() {
+        let (_dir, store) = temp_store().await;
+        let plan = |sql: String| {
+            let pool = store.read_pool().clone();
+            async move {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind(0i64)
+                    .bind(10i64)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .map(|r| r.get::<String, _>(3))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            }
+        };
+        let samples = plan(DELETE_SAMPLES_BEFORE.to_owned()).await;
+        assert!(
+            !samples.contains("SCAN samples") && !samples.contains("SCAN s "),
+            "{samples}"
+        );
+        assert!(samples.contains("USING PRIMARY KEY"), "{samples}");
+        let messages = plan(DELETE_MESSAGES_BEFORE.to_owned()).await;
+        assert!(messages.contains("messages_at"), "{messages}");
+    }
 }

@@ -96,13 +96,19 @@ mod tests {
             assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= MAX_CHUNK));
             assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "biggest first");
         }
-        assert_eq!(chunk_sizes(1000).collect::<Vec<_>>(), [256, 256, 256, 128, 64, 32, 8]);
+        assert_eq!(
+            chunk_sizes(1000).collect::<Vec<_>>(),
+            [256, 256, 256, 128, 64, 32, 8]
+        );
     }
 
     #[test]
     fn texts_have_the_right_number_of_rows() {
         let sql = ChunkedSql::new("INSERT INTO t (a, b) VALUES ", 2, " ON CONFLICT DO NOTHING");
-        assert_eq!(&*sql.text(1), "INSERT INTO t (a, b) VALUES (?,?) ON CONFLICT DO NOTHING");
+        assert_eq!(
+            &*sql.text(1),
+            "INSERT INTO t (a, b) VALUES (?,?) ON CONFLICT DO NOTHING"
+        );
         assert_eq!(sql.text(4).matches("(?,?)").count(), 4);
         assert_eq!(sql.text(256).matches('?').count(), 512);
     }

@@ -35,6 +35,14 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) path: PathBuf,
     read: SqlitePool,
@@ -83,7 +91,10 @@ impl Inner {
             .busy_timeout(BUSY_TIMEOUT)
     }
 
-    pub(crate) fn query_error(&self, action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    pub(crate) fn query_error(
+        &self,
+        action: &'static str,
+    ) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
         move |source| StoreError::Query {
             action,
             path: self.path.clone(),
@@ -131,16 +142,18 @@ impl Store {
             // Without a limit the WAL file keeps its high-water size forever
             // after a burst; with it, checkpoints truncate it back.
             .pragma("journal_size_limit", "67108864")
-            // The checkpointer task does most checkpoints off this thread;
-            // this bound (64 MiB of WAL) only matters if it falls behind.
-            .pragma("wal_autocheckpoint", std::env::var("VIGIL_TMP_CKPT").unwrap_or("16384".into()))
+            // The writer's checkpointer task copies most pages off this
+            // thread; at 64 MiB of WAL the writer still checkpoints itself,
+            // cheaply since little is left, which lets the WAL restart.
+            .pragma("wal_autocheckpoint", "16384")
             // Room for the nine chunk sizes of every multi-row statement.
             .statement_cache_capacity(128)
             .optimize_on_close(true, 400);
 
-        let write_options = match std::env::var("VIGIL_TMP_PAGE_SIZE") { Ok(v) => write_options.page_size(v.parse().unwrap()), Err(_) => write_options };
         let mut conn = write_options.connect().await.map_err(open_error)?;
-        ensure_incremental_vacuum(&mut conn, path).await.map_err(open_error)?;
+        ensure_incremental_vacuum(&mut conn, path)
+            .await
+            .map_err(open_error)?;
         MIGRATOR
             .run(&mut conn)
             .await
@@ -361,10 +374,11 @@ impl Store {
 
     /// All retained messages, ordered by topic.
     pub async fn retained(&self) -> Result<Vec<RetainedMessage>, StoreError> {
-        let rows = sqlx::query("SELECT topic, payload, qos, at, properties FROM retained ORDER BY topic")
-            .fetch_all(&self.inner.read)
-            .await
-            .map_err(self.inner.query_error("reading retained messages"))?;
+        let rows =
+            sqlx::query("SELECT topic, payload, qos, at, properties FROM retained ORDER BY topic")
+                .fetch_all(&self.inner.read)
+                .await
+                .map_err(self.inner.query_error("reading retained messages"))?;
         rows.iter()
             .map(|row| {
                 Ok(RetainedMessage {
@@ -441,7 +455,11 @@ impl Store {
     /// Takes the idle write connection, for tests that need to tamper.
     #[cfg(test)]
     pub(crate) fn inner_writer_conn_for_test(&self) -> SqliteConnection {
-        self.inner.slot().conn.take().expect("idle write connection")
+        self.inner
+            .slot()
+            .conn
+            .take()
+            .expect("idle write connection")
     }
 
     #[cfg(test)]
@@ -453,8 +471,13 @@ impl Store {
 /// Makes sure the file uses incremental auto-vacuum. New files get it from the
 /// connect pragmas; a file created some other way (e.g. by the sqlite3 shell)
 /// needs one `VACUUM` to switch, which rewrites it once.
-async fn ensure_incremental_vacuum(conn: &mut SqliteConnection, path: &Path) -> Result<(), sqlx::Error> {
-    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&mut *conn).await?;
+async fn ensure_incremental_vacuum(
+    conn: &mut SqliteConnection,
+    path: &Path,
+) -> Result<(), sqlx::Error> {
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(&mut *conn)
+        .await?;
     if mode != 2 {
         tracing::info!(path = %path.display(), mode, "switching the database to incremental auto-vacuum (one-time VACUUM)");
         sqlx::raw_sql("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
@@ -506,7 +529,9 @@ fn device_rows(rows: &[SqliteRow]) -> Result<Vec<DeviceRow>, sqlx::Error> {
                 metrics: Vec::new(),
             });
         }
-        if let (Some(name), Some(device)) = (row.try_get::<Option<String>, _>(4)?, devices.last_mut()) {
+        if let (Some(name), Some(device)) =
+            (row.try_get::<Option<String>, _>(4)?, devices.last_mut())
+        {
             device.metrics.push(MetricRow {
                 name,
                 value: row.try_get(5)?,
@@ -543,10 +568,23 @@ mod tests {
         assert!(path.is_file());
         assert_eq!(store.path(), path);
 
-        let mut writer = store.inner.slot().conn.take().expect("idle write connection");
+        let mut writer = store
+            .inner
+            .slot()
+            .conn
+            .take()
+            .expect("idle write connection");
         assert_eq!(pragma(&mut writer, "PRAGMA journal_mode").await, "wal");
-        assert_eq!(pragma(&mut writer, "PRAGMA auto_vacuum").await, "2", "2 = INCREMENTAL");
-        assert_eq!(pragma(&mut writer, "PRAGMA synchronous").await, "1", "1 = NORMAL");
+        assert_eq!(
+            pragma(&mut writer, "PRAGMA auto_vacuum").await,
+            "2",
+            "2 = INCREMENTAL"
+        );
+        assert_eq!(
+            pragma(&mut writer, "PRAGMA synchronous").await,
+            "1",
+            "1 = NORMAL"
+        );
         assert_eq!(pragma(&mut writer, "PRAGMA foreign_keys").await, "1");
         assert_eq!(pragma(&mut writer, "PRAGMA busy_timeout").await, "5000");
         store.inner.return_writer(writer).await;
@@ -558,7 +596,9 @@ mod tests {
         assert_eq!(pragma(&mut reader, "PRAGMA foreign_keys").await, "1");
         assert_eq!(pragma(&mut reader, "PRAGMA busy_timeout").await, "5000");
         assert_eq!(pragma(&mut reader, "PRAGMA query_only").await, "1");
-        let refused = sqlx::query("INSERT INTO topics (name) VALUES ('x')").execute(&mut *reader).await;
+        let refused = sqlx::query("INSERT INTO topics (name) VALUES ('x')")
+            .execute(&mut *reader)
+            .await;
         assert!(refused.is_err(), "read connections must not write");
         drop(reader);
 
@@ -581,7 +621,10 @@ mod tests {
             .connect()
             .await
             .unwrap();
-        sqlx::query("CREATE TABLE unrelated (x INTEGER)").execute(&mut conn).await.unwrap();
+        sqlx::query("CREATE TABLE unrelated (x INTEGER)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(pragma(&mut conn, "PRAGMA auto_vacuum").await, "0");
         conn.close().await.unwrap();
 
@@ -594,7 +637,9 @@ mod tests {
     async fn open_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         // A directory where the file should be.
-        let err = Store::open(dir.path()).await.err().expect("a directory is no database");
+        let err = Store::open(dir.path())
+            .await
+            .expect_err("a directory is no database");
         let text = err.to_string();
         assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
         assert!(text.starts_with("cannot open database at "), "{text}");
@@ -603,15 +648,22 @@ mod tests {
         // A file where the directory should be.
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"x").unwrap();
-        let err = Store::open(&blocker.join("vigil.db")).await.err().expect("parent is a file");
+        let err = Store::open(&blocker.join("vigil.db"))
+            .await
+            .expect_err("parent is a file");
         assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
         assert!(err.to_string().contains("cannot create directory"), "{err}");
 
         // Not a database at all.
         let garbage = dir.path().join("garbage.db");
         std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
-        let err = Store::open(&garbage).await.err().expect("garbage is no database");
-        assert!(err.to_string().contains(&garbage.display().to_string()), "{err}");
+        let err = Store::open(&garbage)
+            .await
+            .expect_err("garbage is no database");
+        assert!(
+            err.to_string().contains(&garbage.display().to_string()),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -642,10 +694,16 @@ mod tests {
         assert_eq!(got[2].qos, 2);
         assert!(!got[2].retain);
         assert_eq!(got[2].client_id.as_deref(), Some("client-1"));
-        assert_eq!(got[2].properties.as_deref(), Some(r#"{"content_type":"application/octet-stream"}"#));
+        assert_eq!(
+            got[2].properties.as_deref(),
+            Some(r#"{"content_type":"application/octet-stream"}"#)
+        );
         assert_eq!(got[2].device, None);
         assert_eq!(got[1].client_id, None);
-        assert!(got[0].id > got[1].id && got[1].id > got[2].id, "newest first");
+        assert!(
+            got[0].id > got[1].id && got[1].id > got[2].id,
+            "newest first"
+        );
     }
 
     #[tokio::test]
@@ -667,7 +725,11 @@ mod tests {
         let mut before = None;
         loop {
             let page = store
-                .messages(&MessageQuery { before, limit: 64, ..MessageQuery::default() })
+                .messages(&MessageQuery {
+                    before,
+                    limit: 64,
+                    ..MessageQuery::default()
+                })
                 .await
                 .unwrap();
             if page.is_empty() {
@@ -678,19 +740,30 @@ mod tests {
             seen.extend(page);
         }
         assert_eq!(seen.len(), 301);
-        assert!(seen.windows(2).all(|w| w[0].id > w[1].id), "strictly newest first");
+        assert!(
+            seen.windows(2).all(|w| w[0].id > w[1].id),
+            "strictly newest first"
+        );
         assert_eq!(&seen[0].payload[..], b"no device");
         assert_eq!(&seen[300].payload[..], b"0");
 
         let t1 = store
-            .messages(&MessageQuery { topic: Some("t/1".into()), limit: 1000, ..MessageQuery::default() })
+            .messages(&MessageQuery {
+                topic: Some("t/1".into()),
+                limit: 1000,
+                ..MessageQuery::default()
+            })
             .await
             .unwrap();
         assert_eq!(t1.len(), 150);
         assert!(t1.iter().all(|m| m.topic == "t/1"));
 
         let b = store
-            .messages(&MessageQuery { device: Some("b".into()), limit: 1000, ..MessageQuery::default() })
+            .messages(&MessageQuery {
+                device: Some("b".into()),
+                limit: 1000,
+                ..MessageQuery::default()
+            })
             .await
             .unwrap();
         assert_eq!(b.len(), 100);
@@ -706,15 +779,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(both.len(), 10);
-        assert!(both.iter().all(|m| m.topic == "t/0" && m.device.as_deref() == Some("a") && m.id < b[0].id));
+        assert!(both
+            .iter()
+            .all(|m| m.topic == "t/0" && m.device.as_deref() == Some("a") && m.id < b[0].id));
 
         let unknown = store
-            .messages(&MessageQuery { topic: Some("nope".into()), ..MessageQuery::default() })
+            .messages(&MessageQuery {
+                topic: Some("nope".into()),
+                ..MessageQuery::default()
+            })
             .await
             .unwrap();
         assert!(unknown.is_empty());
         let unknown = store
-            .messages(&MessageQuery { device: Some("nope".into()), ..MessageQuery::default() })
+            .messages(&MessageQuery {
+                device: Some("nope".into()),
+                ..MessageQuery::default()
+            })
             .await
             .unwrap();
         assert!(unknown.is_empty());
@@ -728,7 +809,10 @@ mod tests {
             let pool = pool.clone();
             async move {
                 let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
-                rows.iter().map(|r| r.get::<String, _>(3)).collect::<Vec<_>>().join(" | ")
+                rows.iter()
+                    .map(|r| r.get::<String, _>(3))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
             }
         };
         let topic = plan(
@@ -743,7 +827,10 @@ mod tests {
              WHERE series_id = 3 AND at >= 0 AND at < 100 GROUP BY b ORDER BY b",
         )
         .await;
-        assert!(series.contains("samples_series_at"), "{series}");
+        assert!(
+            series.contains("SEARCH samples USING PRIMARY KEY (series_id=? AND at>? AND at<?)"),
+            "{series}"
+        );
     }
 
     #[tokio::test]
@@ -753,7 +840,11 @@ mod tests {
         for round in 0..20 {
             for d in (0..50).rev() {
                 let at = 1_000_000 + round * 1_000 + d;
-                records.push(device_record(at, &format!("dev-{d:02}"), &[("temp", round as f64), ("hum", d as f64)]));
+                records.push(device_record(
+                    at,
+                    &format!("dev-{d:02}"),
+                    &[("temp", round as f64), ("hum", d as f64)],
+                ));
             }
         }
         // A late, older sample must not replace the latest value.
@@ -762,7 +853,10 @@ mod tests {
 
         let devices = store.devices().await.unwrap();
         assert_eq!(devices.len(), 50);
-        assert!(devices.windows(2).all(|w| w[0].id < w[1].id), "ordered by key");
+        assert!(
+            devices.windows(2).all(|w| w[0].id < w[1].id),
+            "ordered by key"
+        );
         let d7 = devices.iter().find(|d| d.id == "dev-07").unwrap();
         assert_eq!(d7.message_count, 21);
         assert_eq!(d7.first_seen, 5);
@@ -790,15 +884,26 @@ mod tests {
         let t0: Micros = 1_700_000_000_000_000;
         let second: Micros = 1_000_000;
         let records = (0..10_000).map(|i| {
-            let mut r = device_record(t0 + i * second, "meter", &[("power", i as f64), ("other", 1.0)]);
+            let mut r = device_record(
+                t0 + i * second,
+                "meter",
+                &[("power", i as f64), ("other", 1.0)],
+            );
             if i % 10 == 0 {
                 r.samples.push(("sparse".into(), -(i as f64)));
             }
             r
         });
-        write_all(&store, records.chain([device_record(t0, "elsewhere", &[("power", 1e9)])])).await;
+        write_all(
+            &store,
+            records.chain([device_record(t0, "elsewhere", &[("power", 1e9)])]),
+        )
+        .await;
 
-        let s = store.series("meter", "power", t0, t0 + 10_000 * second, 100).await.unwrap();
+        let s = store
+            .series("meter", "power", t0, t0 + 10_000 * second, 100)
+            .await
+            .unwrap();
         assert_eq!(s.bucket, 100 * second);
         assert_eq!((s.from, s.to), (t0, t0 + 10_000 * second));
         assert_eq!(s.points.len(), 100);
@@ -813,7 +918,10 @@ mod tests {
         }
 
         // A sub-range, `to` exclusive, and a width that does not divide evenly.
-        let s = store.series("meter", "power", t0 + 10 * second, t0 + 20 * second, 3).await.unwrap();
+        let s = store
+            .series("meter", "power", t0 + 10 * second, t0 + 20 * second, 3)
+            .await
+            .unwrap();
         assert_eq!(s.bucket, 3_333_334);
         assert_eq!(s.points.iter().map(|b| b.count).sum::<i64>(), 10);
         assert_eq!(s.points.len(), 3);
@@ -821,14 +929,20 @@ mod tests {
         assert_eq!(s.points[2].max, 19.0);
 
         // Only non-empty buckets come back.
-        let s = store.series("meter", "sparse", t0, t0 + 100 * second, 100).await.unwrap();
+        let s = store
+            .series("meter", "sparse", t0, t0 + 100 * second, 100)
+            .await
+            .unwrap();
         assert_eq!(s.bucket, second);
         assert_eq!(s.points.len(), 10);
         assert_eq!(s.points[3].at, t0 + 30 * second);
         assert_eq!(s.points[3].avg, -30.0);
 
         for (device, metric) in [("meter", "nope"), ("nope", "power")] {
-            let s = store.series(device, metric, t0, t0 + second, 10).await.unwrap();
+            let s = store
+                .series(device, metric, t0, t0 + second, 10)
+                .await
+                .unwrap();
             assert!(s.points.is_empty());
         }
         let s = store.series("meter", "power", t0, t0, 10).await.unwrap();
@@ -844,12 +958,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vigil.db");
         let store = Store::open(&path).await.unwrap();
-        write_all(&store, (0..1000).map(|i| device_record(i, &format!("d{}", i % 7), &[("x", i as f64)]))).await;
-        let retained = Record { retain: true, ..record(5, "r/1", b"kept") };
+        write_all(
+            &store,
+            (0..1000).map(|i| device_record(i, &format!("d{}", i % 7), &[("x", i as f64)])),
+        )
+        .await;
+        let retained = Record {
+            retain: true,
+            ..record(5, "r/1", b"kept")
+        };
         write_all(&store, [retained]).await;
         let before = (
             store.devices().await.unwrap(),
-            store.messages(&MessageQuery { limit: 5000, ..MessageQuery::default() }).await.unwrap(),
+            store
+                .messages(&MessageQuery {
+                    limit: 5000,
+                    ..MessageQuery::default()
+                })
+                .await
+                .unwrap(),
             store.retained().await.unwrap(),
             store.series("d3", "x", 0, 1000, 10).await.unwrap(),
             store.stats().await.unwrap(),
@@ -862,7 +989,13 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         let after = (
             store.devices().await.unwrap(),
-            store.messages(&MessageQuery { limit: 5000, ..MessageQuery::default() }).await.unwrap(),
+            store
+                .messages(&MessageQuery {
+                    limit: 5000,
+                    ..MessageQuery::default()
+                })
+                .await
+                .unwrap(),
             store.retained().await.unwrap(),
             store.series("d3", "x", 0, 1000, 10).await.unwrap(),
             store.stats().await.unwrap(),
@@ -878,7 +1011,13 @@ mod tests {
 
         // New messages continue the id sequence.
         write_all(&store, [record(2000, "t", b"new")]).await;
-        let newest = store.messages(&MessageQuery { limit: 1, ..MessageQuery::default() }).await.unwrap();
+        let newest = store
+            .messages(&MessageQuery {
+                limit: 1,
+                ..MessageQuery::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(newest[0].id, 1002);
     }
 
@@ -887,7 +1026,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vigil.db");
         let store = Store::open(&path).await.unwrap();
-        write_all(&store, (0..2000).map(|i| record(i, &format!("topic/{i}"), &[b'x'; 300]))).await;
+        write_all(
+            &store,
+            (0..2000).map(|i| record(i, &format!("topic/{i}"), &[b'x'; 300])),
+        )
+        .await;
         store.close().await;
         drop(store);
 
@@ -902,8 +1045,14 @@ mod tests {
             Err(e) => assert!(e.to_string().contains(&path.display().to_string()), "{e}"),
             Ok(store) => {
                 let err = store.integrity_check().await.unwrap_err();
-                assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Query { .. }), "{err:?}");
-                assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+                assert!(
+                    matches!(err, StoreError::Corrupt { .. } | StoreError::Query { .. }),
+                    "{err:?}"
+                );
+                assert!(
+                    err.to_string().contains(&path.display().to_string()),
+                    "{err}"
+                );
             }
         }
     }

@@ -11,7 +11,9 @@ use crate::{Flushed, Record, Store, WriterOptions};
 /// A fresh store in its own temporary directory (deleted on drop).
 pub(crate) async fn temp_store() -> (TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("vigil.db")).await.expect("open store");
+    let store = Store::open(&dir.path().join("vigil.db"))
+        .await
+        .expect("open store");
     (dir, store)
 }
 
@@ -35,8 +37,13 @@ pub(crate) fn device_record(at: Micros, device: &str, samples: &[(&str, f64)]) -
     }
 }
 
+/// Every `Flushed` a writer reported, in order.
+pub(crate) type FlushLog = Arc<Mutex<Vec<Flushed>>>;
+/// The callback type of [`Store::spawn_writer`].
+pub(crate) type OnFlush = Box<dyn Fn(Flushed) + Send + Sync>;
+
 /// Collects every `Flushed` the writer reports.
-pub(crate) fn flush_log() -> (Arc<Mutex<Vec<Flushed>>>, Box<dyn Fn(Flushed) + Send + Sync>) {
+pub(crate) fn flush_log() -> (FlushLog, OnFlush) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
     (log, Box::new(move |f| sink.lock().unwrap().push(f)))

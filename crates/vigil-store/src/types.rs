@@ -35,8 +35,15 @@ pub struct Record {
 /// How the writer batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterOptions {
-    /// The most records committed in one transaction. Bigger batches amortise
-    /// the commit; 4096 keeps each transaction to a few milliseconds.
+    /// The most records committed in one transaction (default 16384).
+    ///
+    /// The writer never waits to fill a batch: it takes what is already
+    /// queued, so this cap only matters when the writer is behind. Then it is
+    /// the main throughput lever: each commit rewrites one page per device,
+    /// topic and series it touched, so bigger batches write fewer pages per
+    /// record. With 200 devices, 4096 gave about 95k records per second of
+    /// writer CPU, 16384 about 130k and 65536 about 150k; 16384 keeps a
+    /// commit near the 100 ms of `flush_interval` at full speed.
     pub flush_rows: usize,
     /// The longest the writer keeps collecting a batch after its first record,
     /// which bounds how late a record can become visible under load.
@@ -49,7 +56,7 @@ pub struct WriterOptions {
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
-            flush_rows: 4096,
+            flush_rows: 16384,
             flush_interval: Duration::from_millis(100),
             queue: 65536,
         }

@@ -17,16 +17,20 @@ use crate::types::{Flushed, Record, Retention, RetentionReport, WriterOptions};
 
 /// What travels through the writer's queue. Control operations share the
 /// queue with records so that they observe everything queued before them.
+#[derive(Debug)]
 enum WriteOp {
     Record(Record),
-    Retention(Retention, oneshot::Sender<Result<RetentionReport, StoreError>>),
+    Retention(
+        Retention,
+        oneshot::Sender<Result<RetentionReport, StoreError>>,
+    ),
     Shutdown(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// Feeds the writer task. Clone it freely; the task stops when
 /// [`WriterHandle::shutdown`] is called on any clone or when every clone is
 /// dropped (after committing what was queued).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct WriterHandle {
     tx: mpsc::Sender<WriteOp>,
 }
@@ -46,7 +50,10 @@ impl WriterHandle {
     /// Deletes old history as `retention` says. It runs on the writer task
     /// after the records queued before it are committed, so it never competes
     /// with inserts for the write lock; records queued meanwhile wait.
-    pub async fn apply_retention(&self, retention: Retention) -> Result<RetentionReport, StoreError> {
+    pub async fn apply_retention(
+        &self,
+        retention: Retention,
+    ) -> Result<RetentionReport, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(WriteOp::Retention(retention, reply))
@@ -80,11 +87,10 @@ pub(crate) fn spawn(
     on_flush: Box<dyn Fn(Flushed) + Send + Sync>,
 ) -> WriterHandle {
     let (tx, rx) = mpsc::channel(options.queue.max(1));
-    let (checkpoints, checkpointer) = spawn_checkpointer(runtime, store.clone());
+    let checkpointer = Checkpointer::spawn(runtime, store.clone());
     let writer = Writer {
         store,
         conn,
-        checkpoints: Some(checkpoints),
         checkpointer: Some(checkpointer),
         options,
         on_flush,
@@ -101,40 +107,64 @@ pub(crate) fn spawn(
 /// since the previous one once, so pages rewritten by several batches in the
 /// meantime are copied only once.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(250);
-fn checkpoint_pause() -> Duration { std::env::var("VIGIL_TMP_PAUSE").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis).unwrap_or(CHECKPOINT_PAUSE) }
 
-/// Starts the checkpointer: a task with its own connection (so its own
-/// thread) that copies committed pages from the WAL into the database file.
-/// SQLite would otherwise do that on the writer's thread inside `COMMIT`
-/// every `wal_autocheckpoint` pages, stalling inserts for the copy and the
-/// fsync. The writer's own auto-checkpoint stays on as a safety net (and to
-/// let the WAL restart from its beginning); with this task keeping up it
-/// finds little left to copy. The task ends when the sender is dropped.
-fn spawn_checkpointer(
-    runtime: &tokio::runtime::Handle,
-    store: Arc<Inner>,
-) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
-    let task = runtime.spawn(async move {
-        let options = store.checkpoint_options();
-        let mut conn = match options.connect().await {
-            Ok(conn) => conn,
-            Err(error) => {
-                tracing::warn!(path = %store.path.display(), %error, "cannot open a checkpoint connection; the writer will checkpoint itself");
-                return;
+/// The checkpointer: a task with its own connection (so its own thread) that
+/// copies committed pages from the WAL into the database file. SQLite would
+/// otherwise do that on the writer's thread inside `COMMIT` every
+/// `wal_autocheckpoint` pages, stalling inserts for the copy and the fsync.
+/// The writer's own auto-checkpoint stays on as a safety net (and lets the
+/// WAL restart from its beginning); with this task keeping up, it finds
+/// little left to copy.
+struct Checkpointer {
+    /// Capacity one: a nudge sent while one is pending is simply dropped.
+    nudge: mpsc::Sender<()>,
+    /// Dropping it ends the task, even in the middle of its pause.
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn spawn(runtime: &tokio::runtime::Handle, store: Arc<Inner>) -> Checkpointer {
+        let (nudge, mut nudged) = mpsc::channel::<()>(1);
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let task = runtime.spawn(async move {
+            let mut conn = match store.checkpoint_options().connect().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::warn!(path = %store.path.display(), %error, "cannot open a checkpoint connection; the writer will checkpoint itself");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    nudge = nudged.recv() => if nudge.is_none() { break },
+                    _ = &mut stopped => break,
+                }
+                if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
+                    tracing::warn!(path = %store.path.display(), %error, "background checkpoint failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(CHECKPOINT_PAUSE) => {}
+                    _ = &mut stopped => break,
+                }
             }
-        };
-        while rx.recv().await.is_some() {
-            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
-                tracing::warn!(path = %store.path.display(), %error, "background checkpoint failed");
+            if let Err(error) = conn.close().await {
+                tracing::warn!(path = %store.path.display(), %error, "closing the checkpoint connection failed");
             }
-            tokio::time::sleep(checkpoint_pause()).await;
-        }
-        if let Err(error) = conn.close().await {
-            tracing::warn!(path = %store.path.display(), %error, "closing the checkpoint connection failed");
-        }
-    });
-    (tx, task)
+        });
+        Checkpointer { nudge, stop, task }
+    }
+
+    /// Called after each commit.
+    fn nudge(&self) {
+        let _ = self.nudge.try_send(());
+    }
+
+    /// Ends the task and waits until its connection is closed.
+    async fn stop(self) {
+        drop(self.stop);
+        let _ = self.task.await;
+    }
 }
 
 /// Waits before each retry of a failed batch: a full disk or a lock held by
@@ -148,10 +178,8 @@ const CACHE_LIMIT: usize = 100_000;
 struct Writer {
     store: Arc<Inner>,
     conn: SqliteConnection,
-    /// Nudges the checkpointer after each commit (a full channel means a
-    /// nudge is already pending).
-    checkpoints: Option<mpsc::Sender<()>>,
-    checkpointer: Option<tokio::task::JoinHandle<()>>,
+    /// `None` once stopped.
+    checkpointer: Option<Checkpointer>,
     options: WriterOptions,
     on_flush: Box<dyn Fn(Flushed) + Send + Sync>,
     sql: Statements,
@@ -185,11 +213,21 @@ impl Statements {
                     last_seen = max(last_seen, excluded.last_seen),
                     message_count = message_count + excluded.message_count",
             ),
+            // OR FAIL rather than the default ABORT: a multi-row statement
+            // that may abort must be undoable on its own, so SQLite copies
+            // every page it touches into a statement journal first, the
+            // largest avoidable cost in profiles of the writer. FAIL needs no
+            // journal, and the whole transaction is rolled back on any error
+            // anyway. (Immediate foreign keys force the journal too, hence
+            // the deferred ones in the schema.)
             messages: ChunkedSql::new(
                 "INSERT OR FAIL INTO messages (at, topic_id, device_id, client_id, qos, retain, payload, properties) VALUES ",
                 8,
                 "",
             ),
+            // A second sample of a series at the very same µs replaces the
+            // first (samples are keyed by (series_id, at)); REPLACE, like
+            // FAIL, needs no statement journal.
             samples: ChunkedSql::new("INSERT OR REPLACE INTO samples (series_id, at, value) VALUES ", 3, ""),
             // Records can arrive out of time order (several sources), so an
             // older sample never replaces a newer latest value.
@@ -234,16 +272,23 @@ impl Writer {
                     // wait for more. Under load, records pile up while the
                     // previous batch commits, so batches grow by themselves.
                     let deadline = Instant::now() + self.options.flush_interval;
-                    while batch.len() < flush_rows {
-                        match rx.try_recv() {
-                            Ok(WriteOp::Record(record)) => batch.push(record),
-                            Ok(op) => {
-                                control = Some(op);
-                                break;
+                    'drain: while batch.len() < flush_rows {
+                        // Reading the clock is cheap but not free: once per
+                        // 256 records is often enough.
+                        for _ in 0..256 {
+                            match rx.try_recv() {
+                                Ok(WriteOp::Record(record)) => batch.push(record),
+                                Ok(op) => {
+                                    control = Some(op);
+                                    break 'drain;
+                                }
+                                Err(_) => break 'drain,
                             }
-                            Err(_) => break,
+                            if batch.len() >= flush_rows {
+                                break 'drain;
+                            }
                         }
-                        if batch.len() % 256 == 0 && Instant::now() >= deadline {
+                        if Instant::now() >= deadline {
                             break;
                         }
                     }
@@ -273,9 +318,8 @@ impl Writer {
         if discarded > 0 {
             tracing::warn!(path = %self.store.path.display(), discarded, "records queued after the writer shutdown were not stored");
         }
-        drop(self.checkpoints.take());
         if let Some(checkpointer) = self.checkpointer.take() {
-            let _ = checkpointer.await;
+            checkpointer.stop().await;
         }
         self.store.return_writer(self.conn).await;
         if let Some((reply, flushed)) = shutdown {
@@ -288,14 +332,18 @@ impl Writer {
     async fn flush(&mut self, batch: &mut Vec<Record>) -> Result<(), StoreError> {
         let mut attempt = 0;
         let error = loop {
+            let started = Instant::now();
             match self.write_batch(batch).await {
                 Ok(flushed) => {
+                    tracing::debug!(rows = batch.len(), took = ?started.elapsed(), "committed a batch");
                     batch.clear();
-                    if let Some(checkpoints) = &self.checkpoints {
-                        let _ = checkpoints.try_send(());
+                    if let Some(checkpointer) = &self.checkpointer {
+                        checkpointer.nudge();
                     }
                     // A panicking callback must not take the writer down.
-                    if std::panic::catch_unwind(AssertUnwindSafe(|| (self.on_flush)(flushed))).is_err() {
+                    if std::panic::catch_unwind(AssertUnwindSafe(|| (self.on_flush)(flushed)))
+                        .is_err()
+                    {
                         tracing::error!("the on_flush callback panicked");
                     }
                     return Ok(());
@@ -368,7 +416,10 @@ impl Writer {
 
     /// One batch, one transaction: all of it is stored or none of it.
     async fn write_batch(&mut self, batch: &[Record]) -> Result<Flushed, sqlx::Error> {
-        if self.topics.len() > CACHE_LIMIT || self.devices.len() > CACHE_LIMIT || self.series.len() > CACHE_LIMIT {
+        if self.topics.len() > CACHE_LIMIT
+            || self.devices.len() > CACHE_LIMIT
+            || self.series.len() > CACHE_LIMIT
+        {
             self.forget_ids();
         }
         // IMMEDIATE takes the write lock up front instead of upgrading a read
@@ -430,7 +481,10 @@ impl Writer {
                     id
                 }
             };
-            let device_id = r.device.as_deref().and_then(|d| self.devices.get(d).copied());
+            let device_id = r
+                .device
+                .as_deref()
+                .and_then(|d| self.devices.get(d).copied());
             rows.push((r, topic_id, device_id));
         }
         let inserted = self
@@ -459,7 +513,10 @@ impl Writer {
                 if value.is_nan() {
                     continue; // SQLite stores NaN as NULL, which `value NOT NULL` rejects
                 }
-                let cached = self.series.get(&device_id).and_then(|m| m.get(metric.as_str()));
+                let cached = self
+                    .series
+                    .get(&device_id)
+                    .and_then(|m| m.get(metric.as_str()));
                 let series_id = match cached {
                     Some(id) => *id,
                     None => {
@@ -468,12 +525,17 @@ impl Writer {
                             .bind(metric.as_str())
                             .execute(&mut *tx)
                             .await?;
-                        let id: i64 = sqlx::query_scalar("SELECT id FROM series WHERE device_id = ? AND metric = ?")
-                            .bind(device_id)
-                            .bind(metric.as_str())
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        self.series.entry(device_id).or_default().insert(metric.clone(), id);
+                        let id: i64 = sqlx::query_scalar(
+                            "SELECT id FROM series WHERE device_id = ? AND metric = ?",
+                        )
+                        .bind(device_id)
+                        .bind(metric.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        self.series
+                            .entry(device_id)
+                            .or_default()
+                            .insert(metric.clone(), id);
                         id
                     }
                 };
@@ -488,7 +550,10 @@ impl Writer {
                     .or_insert((r.at, *value));
             }
         }
-        samples.sort_unstable_by_key(|(series_id, at, _)| (*series_id, *at));
+        // In key order, consecutive rows land on the same leaf page of the
+        // samples tree. A stable sort keeps batch order among equal keys, so
+        // with OR REPLACE the last of two samples at the same µs wins.
+        samples.sort_by_key(|(series_id, at, _)| (*series_id, *at));
         self.sql
             .samples
             .execute(&mut tx, &samples, |args, (series_id, at, value)| {
@@ -551,7 +616,9 @@ mod tests {
         let path = dir.path().join("vigil.db");
         let store = Store::open(&path).await.unwrap();
         let (log, on_flush) = flush_log();
-        let writer = store.spawn_writer(WriterOptions::default(), on_flush).unwrap();
+        let writer = store
+            .spawn_writer(WriterOptions::default(), on_flush)
+            .unwrap();
         let producers: Vec<_> = (0..4)
             .map(|p| {
                 let writer = writer.clone();
@@ -571,9 +638,13 @@ mod tests {
 
         let flushed = log.lock().unwrap().clone();
         assert_eq!(flushed.iter().map(|f| f.rows).sum::<usize>(), 50_000);
-        assert!(flushed.windows(2).all(|w| w[0].last_message_id < w[1].last_message_id));
+        assert!(flushed
+            .windows(2)
+            .all(|w| w[0].last_message_id < w[1].last_message_id));
         assert_eq!(flushed.last().unwrap().last_message_id, 50_000);
-        assert!(flushed.iter().all(|f| f.rows <= 4096 && f.committed_at >= f.oldest_received));
+        assert!(flushed
+            .iter()
+            .all(|f| f.rows <= 16384 && f.committed_at >= f.oldest_received));
         store.close().await;
         drop(store);
 
@@ -590,7 +661,9 @@ mod tests {
     async fn flushed_reports_each_commit() {
         let (_dir, store) = temp_store().await;
         let (log, on_flush) = flush_log();
-        let writer = store.spawn_writer(WriterOptions::default(), on_flush).unwrap();
+        let writer = store
+            .spawn_writer(WriterOptions::default(), on_flush)
+            .unwrap();
         writer.write(record(10, "a", b"1")).await.unwrap();
         // At low load a single record commits at once, without waiting for
         // company: poll until it is visible.
@@ -600,7 +673,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let first = log.lock().unwrap()[0];
-        assert_eq!((first.rows, first.last_message_id, first.oldest_received), (1, 1, 10));
+        assert_eq!(
+            (first.rows, first.last_message_id, first.oldest_received),
+            (1, 1, 10)
+        );
         let visible = store.messages(&MessageQuery::default()).await.unwrap();
         assert_eq!(visible.len(), 1, "committed before on_flush ran");
         writer.shutdown().await.unwrap();
@@ -610,7 +686,10 @@ mod tests {
     async fn batches_respect_flush_rows() {
         let (_dir, store) = temp_store().await;
         let (log, on_flush) = flush_log();
-        let options = WriterOptions { flush_rows: 10, ..WriterOptions::default() };
+        let options = WriterOptions {
+            flush_rows: 10,
+            ..WriterOptions::default()
+        };
         let writer = store.spawn_writer(options, on_flush).unwrap();
         for i in 0..95 {
             writer.write(record(i, "a", b"x")).await.unwrap();
@@ -624,8 +703,13 @@ mod tests {
     #[tokio::test]
     async fn one_writer_at_a_time_and_shutdown_stops_all_clones() {
         let (_dir, store) = temp_store().await;
-        let writer = store.spawn_writer(WriterOptions::default(), Box::new(|_| {})).unwrap();
-        let err = store.spawn_writer(WriterOptions::default(), Box::new(|_| {})).err().unwrap();
+        let writer = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .unwrap();
+        let err = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .err()
+            .unwrap();
         assert!(matches!(err, StoreError::WriterRunning { .. }), "{err:?}");
         assert!(err.to_string().contains("already running"));
 
@@ -638,12 +722,17 @@ mod tests {
             clone.apply_retention(Retention::default()).await,
             Err(StoreError::WriterStopped)
         ));
-        assert!(matches!(clone.clone().shutdown().await, Err(StoreError::WriterStopped)));
+        assert!(matches!(
+            clone.clone().shutdown().await,
+            Err(StoreError::WriterStopped)
+        ));
         assert_eq!(count(&store, "messages").await, 1);
 
         // The connection went back to the store: a new writer can start, and
         // continues where the old one stopped (ids and cached ids).
-        let writer = store.spawn_writer(WriterOptions::default(), Box::new(|_| {})).unwrap();
+        let writer = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .unwrap();
         writer.write(record(3, "a", b"again")).await.unwrap();
         writer.shutdown().await.unwrap();
         let got = store.messages(&MessageQuery::default()).await.unwrap();
@@ -654,7 +743,9 @@ mod tests {
     #[tokio::test]
     async fn dropping_every_handle_commits_and_frees_the_writer() {
         let (_dir, store) = temp_store().await;
-        let writer = store.spawn_writer(WriterOptions::default(), Box::new(|_| {})).unwrap();
+        let writer = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .unwrap();
         for i in 0..100 {
             writer.write(record(i, "a", b"x")).await.unwrap();
         }
@@ -677,21 +768,32 @@ mod tests {
     async fn spawning_after_close_fails_and_outside_a_runtime_too() {
         let (_dir, store) = temp_store().await;
         store.close().await;
-        let err = store.spawn_writer(WriterOptions::default(), Box::new(|_| {})).err().unwrap();
+        let err = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .err()
+            .unwrap();
         assert!(matches!(err, StoreError::Closed { .. }), "{err:?}");
 
         let (_dir, store) = temp_store().await;
-        let err = std::thread::spawn(move || store.spawn_writer(WriterOptions::default(), Box::new(|_| {})).err())
-            .join()
-            .unwrap()
-            .unwrap();
+        let err = std::thread::spawn(move || {
+            store
+                .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+                .err()
+        })
+        .join()
+        .unwrap()
+        .unwrap();
         assert!(matches!(err, StoreError::NoRuntime), "{err:?}");
     }
 
     #[tokio::test]
     async fn retained_messages_are_upserted_and_deleted() {
         let (_dir, store) = temp_store().await;
-        let retained = |at, topic: &str, payload: &[u8]| Record { retain: true, qos: 1, ..record(at, topic, payload) };
+        let retained = |at, topic: &str, payload: &[u8]| Record {
+            retain: true,
+            qos: 1,
+            ..record(at, topic, payload)
+        };
         write_all(
             &store,
             [
@@ -703,18 +805,22 @@ mod tests {
         )
         .await;
         let got = store.retained().await.unwrap();
-        assert_eq!(got.iter().map(|r| (r.topic.as_str(), &r.payload[..])).collect::<Vec<_>>(), [
-            ("r/a", &b"a1"[..]),
-            ("r/b", b"b1"),
-            ("r/c", b"c1")
-        ]);
+        assert_eq!(
+            got.iter()
+                .map(|r| (r.topic.as_str(), &r.payload[..]))
+                .collect::<Vec<_>>(),
+            [("r/a", &b"a1"[..]), ("r/b", b"b1"), ("r/c", b"c1")]
+        );
         assert_eq!((got[0].qos, got[0].at), (1, 1));
 
         // In one batch: replace, replace twice (last wins), delete, delete-then-set.
         write_all(
             &store,
             [
-                Record { properties: Some("{}".into()), ..retained(5, "r/a", b"a2") },
+                Record {
+                    properties: Some("{}".into()),
+                    ..retained(5, "r/a", b"a2")
+                },
                 retained(6, "r/b", b"b2"),
                 retained(7, "r/b", b"b3"),
                 retained(8, "r/c", b""),
@@ -725,11 +831,12 @@ mod tests {
         )
         .await;
         let got = store.retained().await.unwrap();
-        assert_eq!(got.iter().map(|r| (r.topic.as_str(), &r.payload[..])).collect::<Vec<_>>(), [
-            ("r/a", &b"a2"[..]),
-            ("r/b", b"b3"),
-            ("r/d", b"d1")
-        ]);
+        assert_eq!(
+            got.iter()
+                .map(|r| (r.topic.as_str(), &r.payload[..]))
+                .collect::<Vec<_>>(),
+            [("r/a", &b"a2"[..]), ("r/b", b"b3"), ("r/d", b"d1")]
+        );
         assert_eq!(got[0].properties.as_deref(), Some("{}"));
         assert_eq!(got[1].at, 7);
         // Every record is still a message, retained or not.
@@ -740,16 +847,36 @@ mod tests {
     async fn nan_samples_are_skipped_without_losing_the_batch() {
         let (_dir, store) = temp_store().await;
         let (log, on_flush) = flush_log();
-        let writer = store.spawn_writer(WriterOptions::default(), on_flush).unwrap();
-        writer.write(device_record(1, "d", &[("x", f64::NAN), ("y", 2.0)])).await.unwrap();
-        writer.write(device_record(2, "d", &[("x", 3.0)])).await.unwrap();
-        writer.write(Record { samples: vec![("ignored".into(), 1.0)], ..record(3, "no/device", b"") }).await.unwrap();
+        let writer = store
+            .spawn_writer(WriterOptions::default(), on_flush)
+            .unwrap();
+        writer
+            .write(device_record(1, "d", &[("x", f64::NAN), ("y", 2.0)]))
+            .await
+            .unwrap();
+        writer
+            .write(device_record(2, "d", &[("x", 3.0)]))
+            .await
+            .unwrap();
+        writer
+            .write(Record {
+                samples: vec![("ignored".into(), 1.0)],
+                ..record(3, "no/device", b"")
+            })
+            .await
+            .unwrap();
         writer.shutdown().await.unwrap();
         assert_eq!(log.lock().unwrap().iter().map(|f| f.rows).sum::<usize>(), 3);
         assert_eq!(count(&store, "messages").await, 3);
         assert_eq!(count(&store, "samples").await, 2);
         let d = store.device("d").await.unwrap().unwrap();
-        assert_eq!(d.metrics.iter().map(|m| (m.name.as_str(), m.value)).collect::<Vec<_>>(), [("x", 3.0), ("y", 2.0)]);
+        assert_eq!(
+            d.metrics
+                .iter()
+                .map(|m| (m.name.as_str(), m.value))
+                .collect::<Vec<_>>(),
+            [("x", 3.0), ("y", 2.0)]
+        );
     }
 
     #[tokio::test]
@@ -768,22 +895,37 @@ mod tests {
         store.return_writer_for_test(conn).await;
 
         let (log, on_flush) = flush_log();
-        let writer = store.spawn_writer(WriterOptions::default(), on_flush).unwrap();
+        let writer = store
+            .spawn_writer(WriterOptions::default(), on_flush)
+            .unwrap();
         // A new device, topic and series inside the failing batch: their ids
         // must not survive in the caches after the rollback.
-        writer.write(device_record(2, "new", &[("y", 2.0)])).await.unwrap();
+        writer
+            .write(device_record(2, "new", &[("y", 2.0)]))
+            .await
+            .unwrap();
         let err = writer.shutdown().await.unwrap_err();
         assert!(err.to_string().contains("simulated failure"), "{err}");
         assert!(log.lock().unwrap().is_empty());
         assert_eq!(count(&store, "messages").await, 1);
-        assert_eq!(count(&store, "devices").await, 1, "the half batch was rolled back");
+        assert_eq!(
+            count(&store, "devices").await,
+            1,
+            "the half batch was rolled back"
+        );
 
         let mut conn = store.inner_writer_conn_for_test();
-        sqlx::raw_sql("DROP TRIGGER fail").execute(&mut conn).await.unwrap();
+        sqlx::raw_sql("DROP TRIGGER fail")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         store.return_writer_for_test(conn).await;
         write_all(&store, [device_record(3, "new", &[("y", 3.0)])]).await;
         assert_eq!(count(&store, "messages").await, 2);
-        assert_eq!(store.device("new").await.unwrap().unwrap().metrics[0].value, 3.0);
+        assert_eq!(
+            store.device("new").await.unwrap().unwrap().metrics[0].value,
+            3.0
+        );
         store.integrity_check().await.unwrap();
     }
 
@@ -793,17 +935,34 @@ mod tests {
     #[ignore = "benchmark; run in release with --nocapture"]
     async fn writer_throughput() {
         // VIGIL_BENCH_RECORDS overrides the count, e.g. for profiling.
-        let records: usize = std::env::var("VIGIL_BENCH_RECORDS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_500_000);
-        let devices: usize = std::env::var("VIGIL_BENCH_DEVICES").ok().and_then(|n| n.parse().ok()).unwrap_or(200);
-        let flush_rows: usize = std::env::var("VIGIL_BENCH_FLUSH_ROWS").ok().and_then(|n| n.parse().ok()).unwrap_or(4096);
+        let records: usize = std::env::var("VIGIL_BENCH_RECORDS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_500_000);
+        let devices: usize = std::env::var("VIGIL_BENCH_DEVICES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(200);
+        let flush_rows: usize = std::env::var("VIGIL_BENCH_FLUSH_ROWS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(WriterOptions::default().flush_rows);
         let (_dir, store) = temp_store().await;
         let (log, on_flush) = flush_log();
-        let options = WriterOptions { flush_rows, ..WriterOptions::default() };
+        let options = WriterOptions {
+            flush_rows,
+            ..WriterOptions::default()
+        };
         let writer = store.spawn_writer(options, on_flush).unwrap();
         let payload = bytes::Bytes::from(vec![b'x'; 100]);
         let device_count = devices;
-        let devices: Vec<String> = (0..device_count).map(|d| format!("sensor-{d:04}")).collect();
-        let topics: Vec<String> = devices.iter().map(|d| format!("site/floor/{d}/telemetry")).collect();
+        let devices: Vec<String> = (0..device_count)
+            .map(|d| format!("sensor-{d:04}"))
+            .collect();
+        let topics: Vec<String> = devices
+            .iter()
+            .map(|d| format!("site/floor/{d}/telemetry"))
+            .collect();
         let start = Instant::now();
         let t0 = now_micros();
         for i in 0..records {
@@ -817,14 +976,13 @@ mod tests {
                 client_id: Some(devices[d].clone()),
                 properties: None,
                 device: Some(devices[d].clone()),
-                samples: if std::env::var("VIGIL_TMP_NOSAMPLES").is_ok() { vec![] } else { vec![("temperature".into(), i as f64), ("humidity".into(), 50.0)] },
+                samples: vec![("temperature".into(), i as f64), ("humidity".into(), 50.0)],
             };
             writer.write(record).await.unwrap();
         }
         writer.shutdown().await.unwrap();
         let elapsed = start.elapsed();
-        let log = log.lock().unwrap();
-        let batches = log.len();
+        let batches = log.lock().unwrap().len();
         println!(
             "writer_throughput: {records} records (100-byte payload, 2 samples, {device_count} devices, flush_rows {flush_rows}) in {:.2} s = {:.0} records/s; {batches} batches, mean {:.0} rows",
             elapsed.as_secs_f64(),
@@ -838,7 +996,10 @@ mod tests {
             );
         }
         let stats = store.stats().await.unwrap();
-        println!("writer_throughput: database {:.1} MiB", stats.db_bytes as f64 / (1 << 20) as f64);
+        println!(
+            "writer_throughput: database {:.1} MiB",
+            stats.db_bytes as f64 / (1 << 20) as f64
+        );
         assert_eq!(stats.messages, records as i64);
     }
 
@@ -851,10 +1012,14 @@ mod tests {
             .ok()?
             .filter_map(|task| {
                 let dir = task.ok()?.path();
-                let name = std::fs::read_to_string(dir.join("comm")).ok()?.trim().to_owned();
+                let name = std::fs::read_to_string(dir.join("comm"))
+                    .ok()?
+                    .trim()
+                    .to_owned();
                 let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
                 let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-                let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+                let ticks: f64 =
+                    fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
                 Some((name, ticks / ticks_per_second))
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
