@@ -7,17 +7,11 @@
 use serde::{Deserialize, Serialize};
 
 /// The rule that names a device from a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceRule {
     /// Which topic level (0 = first) names the device.
     pub topic_level: usize,
-}
-
-impl Default for DeviceRule {
-    fn default() -> Self {
-        DeviceRule { topic_level: 0 }
-    }
 }
 
 impl DeviceRule {

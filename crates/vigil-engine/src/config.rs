@@ -86,7 +86,7 @@ impl Default for HttpConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { retention_days: Some(30), max_bytes: None, flush_rows: 4096, flush_interval_ms: 100 }
+        StoreConfig { retention_days: Some(30), max_bytes: None, flush_rows: 16384, flush_interval_ms: 100 }
     }
 }
 

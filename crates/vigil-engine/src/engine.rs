@@ -24,8 +24,12 @@ use crate::view::MessageView;
 use crate::{DeviceRow, MessageQuery, Series, StoreStats};
 
 /// Observations waiting for the engine; when full, publishers wait (TCP
-/// backpressure), so nothing accepted is ever dropped.
-const OBSERVATION_QUEUE: usize = 16 * 1024;
+/// backpressure), so nothing accepted is ever dropped. Small on purpose:
+/// every queued message is acknowledged but not yet committed, so the queues
+/// bound both the publish-to-stored latency and what a crash can lose.
+const OBSERVATION_QUEUE: usize = 2048;
+/// Records waiting for the store writer (same reasoning).
+const WRITER_QUEUE: usize = 16 * 1024;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 
@@ -90,7 +94,7 @@ impl Engine {
             WriterOptions {
                 flush_rows: config.store.flush_rows,
                 flush_interval: Duration::from_millis(config.store.flush_interval_ms),
-                ..WriterOptions::default()
+                queue: WRITER_QUEUE,
             },
             Box::new(move |f| {
                 flush_bus.send(Event::Flushed(FlushedEvent {
