@@ -64,9 +64,9 @@ test: deps build
 
 test-rust:
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
-	  echo "cargo nextest run --workspace"; cargo nextest run --workspace --no-tests=warn; \
+	  echo "cargo nextest run --workspace"; cargo nextest run --workspace --no-fail-fast --no-tests=warn; \
 	else \
-	  echo "cargo test --workspace"; cargo test --workspace; \
+	  echo "cargo test --workspace"; cargo test --workspace --no-fail-fast; \
 	fi
 
 test-e2e: venv

@@ -281,6 +281,12 @@ class Vigil:
         return c
 
     def close_clients(self) -> None:
+        """Disconnects every client of this server (DISCONNECT wakes paho's loop at once)."""
+        for c in self.clients:
+            try:
+                c.paho.disconnect()
+            except Exception:  # noqa: BLE001
+                pass
         for c in self.clients:
             c.stop()
         self.clients.clear()
@@ -298,6 +304,12 @@ def _json_body(r: HttpResponse, what: str) -> Any:
 # ----------------------------------------------------------------------------
 # pytest wiring
 # ----------------------------------------------------------------------------
+
+def pytest_sessionstart(session):
+    # Logs of an earlier run would be mistaken for this one's.
+    if ARTIFACTS.is_dir() and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(ARTIFACTS, ignore_errors=True)
+
 
 def pytest_report_header(config):
     if VIGIL_BIN.exists():

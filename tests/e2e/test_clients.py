@@ -4,9 +4,10 @@ publisher sends reaches subscribers and is stored whole."""
 
 from __future__ import annotations
 
-import select
+import queue
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
@@ -33,19 +34,24 @@ class MosquittoSub:
              "-t", topic, "-i", client_id, "-C", "1", "-W", "20", "-d", "-F", "%q|%r|%x|%P"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: list[str] = []
+        self._queue: "queue.Queue[str | None]" = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._queue.put(line.decode(errors="replace").rstrip("\n"))
+        self._queue.put(None)
 
     def _line(self, deadline: float) -> str | None:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
-        ready, _, _ = select.select([self.proc.stdout], [], [], left)
-        if not ready:
+        try:
+            text = self._queue.get(timeout=left)
+        except queue.Empty:
             return None
-        line = self.proc.stdout.readline()
-        if not line:
-            return None
-        text = line.decode(errors="replace").rstrip("\n")
-        self.lines.append(text)
+        if text is not None:
+            self.lines.append(text)
         return text
 
     def wait_subscribed(self, timeout: float = 10.0) -> None:
@@ -69,7 +75,6 @@ class MosquittoSub:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(5)
-        self.proc.stdout.close()
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])

@@ -52,7 +52,7 @@ def test_settings_from_environment(vigil_factory, tmp_path):
     c = v.client()
     c.publish_wait(topic, b"x" * 1000, qos=1)
     v.wait_stored(topic, 1)
-    c.publish(topic, b"x" * 1001, qos=1)
+    c.paho.publish(topic, b"x" * 1001, qos=1)
     assert c.disconnected.wait(10), "VIGIL_MAX_PAYLOAD=1000 was not applied"
     v.stop_ok()
     assert (data / "vigil.db").exists()
@@ -176,7 +176,7 @@ def test_http_publish_reaches_subscriber_and_is_stored(vigil, form):
     sub.subscribe(topic, qos=2)
     if form == "text":
         payload = "héllo from HTTP".encode()
-        body = {"topic": topic, "payload": payload.decode()}
+        body = {"topic": topic, "payload": payload.decode(), "qos": 0}
         qos, retain = 0, False
     else:
         payload = bytes(range(256))

@@ -137,3 +137,13 @@ def test_sigint_also_stops_cleanly_and_keeps_messages(vigil):
     assert vigil.stop(sig=signal.SIGINT) == 0
     vigil.start()
     assert sorted(payload_of(m) for m in vigil.all_messages(topic)) == sorted(str(i).encode() for i in range(10))
+
+
+def test_sigterm_right_after_ready_exits_zero(vigil_factory, tmp_path):
+    """The ready line promises that SIGTERM now means a clean stop: no window where
+    the signal's default action (death by SIGTERM) still applies."""
+    for i in range(5):
+        v = vigil_factory(data_dir=tmp_path / f"d{i}")
+        rc = v.stop(sig=signal.SIGTERM)
+        assert rc == 0, (f"run {i}: SIGTERM right after the ready line gave exit code {rc}\n"
+                         f"stderr:\n{v.stderr()[-2000:]}")

@@ -210,7 +210,7 @@ impl Connect {
                 topic: topic.to_owned(),
                 payload,
                 qos: will_qos,
-                retain: will_flag && will_retain,
+                retain: will_retain,
                 properties,
             })
         } else {

@@ -23,7 +23,9 @@
 //!   id length 300 runs past the end of the packet (only 4 bytes left)").
 //! - Parsers never copy a payload: payloads, passwords and raw property blocks
 //!   are [`Bytes::slice`]s of the buffer they were read from. Only the short
-//!   strings (topic, client id, user name) become `String`s.
+//!   strings (topic, client id, user name, string properties) become
+//!   `String`s, and CONNACK and DISCONNECT, which are parsed from a borrowed
+//!   `&[u8]`, copy their few property bytes.
 //! - Parsers follow MQTT 3.1.1 (OASIS, 2014) and MQTT 5.0 (OASIS, 2019) for
 //!   field order, flag bits, property identifiers and types. UTF-8 strings are
 //!   checked: invalid UTF-8 and U+0000 are errors.
@@ -312,7 +314,7 @@ fn put_fixed_header(out: &mut BytesMut, first: u8, remaining_len: usize) {
     encode_remaining_length(remaining_len, out);
 }
 
-/// Version of a packet body helper: MQTT 5 or not.
+/// Whether packets of `version` carry MQTT 5 fields (properties).
 fn is_v5(version: MqttVersion) -> bool {
     version == MqttVersion::V5
 }
