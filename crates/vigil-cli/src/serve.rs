@@ -68,6 +68,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let http_addr = http.local_addr()?;
+    // Listen for signals before announcing readiness: a SIGTERM that arrives
+    // right after the ready line must still stop Vigil in order.
+    let signals = Signals::install()?;
     let engine = Arc::new(Engine::start(config.clone()).await?);
     let ready = serde_json::json!({
         "event": "ready",
@@ -96,7 +99,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             })
             .await
     });
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("stopping: closing clients and storing every accepted message");
     let _ = stopping.send(true);
     match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
@@ -112,17 +115,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGINT and SIGTERM, registered up front.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
 }
