@@ -186,7 +186,8 @@ def test_http_publish_reaches_subscriber_and_is_stored(vigil, form):
     assert vigil.http_post_json("/api/publish", body) == {"ok": True}
     got = sub.expect_message(timeout=10, topic=topic)
     assert got.payload == payload
-    assert got.qos == qos
+    # The delivered QoS is not asserted here: rumqttd delivers at the
+    # subscription's QoS (see test_conformance.py::test_delivery_qos_is_the_minimum).
 
     [stored] = vigil.wait_stored(topic, 1)
     assert payload_of(stored) == payload
