@@ -196,6 +196,37 @@ mod tests {
         assert!(metrics(&deep).is_empty());
     }
 
+    /// The stable-toolchain twin of the cargo-fuzz target `payloads`: mutated
+    /// JSON and random bytes never panic and never yield a non-finite value.
+    #[test]
+    fn random_payloads_never_panic() {
+        let seeds: [&[u8]; 5] = [br#"{"a":{"b":[1,2.5e3,true]},"c":"ON"}"#, b"-12.5", b"[[[[1]]]]", b"OFF", b"\x00\xff{"];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000u64 {
+            let mut p = seeds[(round % seeds.len() as u64) as usize].to_vec();
+            for _ in 0..=(next() % 4) {
+                let at = (next() as usize) % (p.len() + 1);
+                match next() % 3 {
+                    0 => p.insert(at, next() as u8),
+                    1 if at < p.len() => p[at] = next() as u8,
+                    _ if at < p.len() => {
+                        p.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            let d = decode_payload(&p);
+            assert!(d.metrics.len() <= MAX_METRICS_PER_PAYLOAD);
+            assert!(d.metrics.iter().all(|(_, v)| v.is_finite()), "{p:?}");
+        }
+    }
+
     #[test]
     fn metric_names() {
         assert_eq!(metric_name("", ""), "value");
