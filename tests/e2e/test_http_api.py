@@ -331,3 +331,14 @@ def test_sse_default_stream_has_messages_and_flushes(vigil):
         assert flushed["oldest_received"] <= flushed["committed_at"]
     finally:
         sse.close()
+
+
+def test_a_new_data_folder_is_private(vigil_factory, tmp_path):
+    """The database holds every message (patients' readings among them): a data
+    folder Vigil creates is readable by its owner only."""
+    data_dir = tmp_path / "fresh" / "vigil"
+    vigil_factory(data_dir=data_dir)
+    for folder in (data_dir, data_dir.parent):
+        mode = folder.stat().st_mode & 0o777
+        assert mode == 0o700, f"{folder} has mode {oct(mode)}"
+    assert (data_dir / "vigil.db").exists()

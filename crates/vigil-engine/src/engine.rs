@@ -1,6 +1,7 @@
 //! The engine: lifecycle and the API both shells call.
 
 use std::collections::HashSet;
+use std::os::unix::fs::DirBuilderExt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -84,7 +85,9 @@ impl Engine {
     /// retained messages of the last run back into the broker.
     pub async fn start(config: Config) -> Result<Engine, EngineError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        // The database holds every message (patients' readings among them):
+        // a folder Vigil creates is readable by its owner only.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.data_dir).map_err(|e| {
             EngineError::Config(format!("cannot create the data folder {}: {e}", config.data_dir.display()))
         })?;
         let store = Store::open(&config.database_path()).await?;
