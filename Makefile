@@ -5,6 +5,7 @@
 #                and a Python venv at .venv with tests/requirements.txt
 #   make build   cargo build -p vigil-cli            -> target/debug/vigil
 #   make run     vigil serve on its defaults, release build (prints where to look)
+#   make lint    cargo fmt --check and clippy -D warnings (part of make test)
 #   make test    Rust tests (nextest if installed), then the end-to-end suite
 #                (tests/e2e, against target/debug/vigil); reports in artifacts/
 #   make bench   vigil bench ingest --vs-mosquitto (release build)
@@ -26,7 +27,7 @@ CARGO_TARGET_DIR ?= target
 VIGIL_BIN ?= $(abspath $(CARGO_TARGET_DIR))/debug/vigil
 PYTEST_ARGS ?=
 
-.PHONY: deps apt-deps venv build run test test-rust test-e2e bench
+.PHONY: deps apt-deps venv build run test lint test-rust test-e2e bench
 
 deps: apt-deps venv
 
@@ -58,9 +59,15 @@ run: deps
 # Both suites run even when the first fails; `make test` fails if either did.
 test: deps build
 	@rc=0; \
+	$(MAKE) --no-print-directory lint || rc=1; \
 	$(MAKE) --no-print-directory test-rust || rc=1; \
 	$(MAKE) --no-print-directory test-e2e || rc=1; \
 	exit $$rc
+
+# Formatting and clippy, warnings as errors.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 test-rust:
 	@if command -v cargo-nextest >/dev/null 2>&1; then \

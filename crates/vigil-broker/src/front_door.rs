@@ -76,7 +76,10 @@ impl Broker {
     /// Binds the listeners, starts the router and begins accepting clients.
     /// What the broker sees goes to `observations`; when that channel is full,
     /// publishers wait.
-    pub async fn start(config: BrokerConfig, observations: mpsc::Sender<Observation>) -> Result<Broker, BrokerError> {
+    pub async fn start(
+        config: BrokerConfig,
+        observations: mpsc::Sender<Observation>,
+    ) -> Result<Broker, BrokerError> {
         if config.max_payload == 0 || config.max_payload > 256 * 1024 * 1024 - PACKET_OVERHEAD {
             return Err(BrokerError::Config(format!(
                 "broker.max_payload is {} bytes; it must be between 1 and {} (MQTT's limit)",
@@ -91,7 +94,9 @@ impl Broker {
             Some(addr) => Some(bind(addr, "broker.ws_listen (--ws-listen)").await?),
             None => None,
         };
-        let mqtt_addr = mqtt.local_addr().map_err(|e| BrokerError::Router(e.to_string()))?;
+        let mqtt_addr = mqtt
+            .local_addr()
+            .map_err(|e| BrokerError::Router(e.to_string()))?;
         let ws_addr = ws.as_ref().and_then(|l| l.local_addr().ok());
         let router = Router::start(&config).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -105,12 +110,31 @@ impl Broker {
             connected: AtomicUsize::new(0),
             shutdown: shutdown_rx,
         });
-        tokio::spawn(accept_loop(shared.clone(), mqtt, Transport::Tcp, permits.clone(), task_token.clone()));
+        tokio::spawn(accept_loop(
+            shared.clone(),
+            mqtt,
+            Transport::Tcp,
+            permits.clone(),
+            task_token.clone(),
+        ));
         if let Some(ws) = ws {
-            tokio::spawn(accept_loop(shared.clone(), ws, Transport::Ws, permits, task_token.clone()));
+            tokio::spawn(accept_loop(
+                shared.clone(),
+                ws,
+                Transport::Ws,
+                permits,
+                task_token.clone(),
+            ));
         }
         tracing::info!(%mqtt_addr, ws = ?ws_addr, "MQTT broker listening");
-        Ok(Broker { shared, mqtt_addr, ws_addr, shutdown, tasks_done, task_token })
+        Ok(Broker {
+            shared,
+            mqtt_addr,
+            ws_addr,
+            shutdown,
+            tasks_done,
+            task_token,
+        })
     }
 
     /// The address MQTT over TCP listens on.
@@ -137,7 +161,9 @@ impl Broker {
     /// records it; the front door does not see it.
     pub async fn publish(&self, topic: &str, payload: Bytes, retain: bool) -> Result<(), String> {
         if topic.is_empty() || topic.contains(['+', '#', '\0']) {
-            return Err(format!("'{topic}' is not a topic one can publish to (empty, or has + # or NUL)"));
+            return Err(format!(
+                "'{topic}' is not a topic one can publish to (empty, or has + # or NUL)"
+            ));
         }
         if payload.len() > self.shared.config.max_payload {
             return Err(format!(
@@ -162,7 +188,13 @@ impl Broker {
 }
 
 async fn bind(addr: SocketAddr, setting: &'static str) -> Result<TcpListener, BrokerError> {
-    TcpListener::bind(addr).await.map_err(|source| BrokerError::Bind { addr, setting, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BrokerError::Bind {
+            addr,
+            setting,
+            source,
+        })
 }
 
 async fn accept_loop(
@@ -219,12 +251,26 @@ struct Opened {
     connect: Connect,
 }
 
-async fn serve_client(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, transport: Transport) {
+async fn serve_client(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+) {
     let config = &shared.config;
     let opening = timeout(config.connect_timeout, open(stream, transport, config)).await;
-    let Opened { reader, mut writer, buf, connect } = match opening {
+    let Opened {
+        reader,
+        mut writer,
+        buf,
+        connect,
+    } = match opening {
         Ok(Ok(opened)) => opened,
-        Ok(Err(OpenError { reason, reply, mut writer })) => {
+        Ok(Err(OpenError {
+            reason,
+            reply,
+            mut writer,
+        })) => {
             tracing::info!(%peer, ?transport, "refused a connection: {reason}");
             if let Some(w) = writer.as_mut() {
                 if let Some(reply) = reply {
@@ -239,7 +285,11 @@ async fn serve_client(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr,
             return;
         }
     };
-    let version = if connect.level == 5 { MqttVersion::V5 } else { MqttVersion::V311 };
+    let version = if connect.level == 5 {
+        MqttVersion::V5
+    } else {
+        MqttVersion::V311
+    };
     let event = |client_id: &str, outcome| {
         Observation::Connection(ConnectionEvent {
             at: now_micros(),
@@ -257,9 +307,17 @@ async fn serve_client(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr,
     let mut client_id = connect.client_id.clone();
     if client_id.is_empty() {
         if !connect.clean_start && version == MqttVersion::V311 {
-            let _ = writer.write(Refusal::IdentifierRejected.connack(version)).await;
+            let _ = writer
+                .write(Refusal::IdentifierRejected.connack(version))
+                .await;
             writer.close().await;
-            let _ = shared.observations.send(event("", ConnectionOutcome::Refused("empty client id with a persistent session".into()))).await;
+            let _ = shared
+                .observations
+                .send(event(
+                    "",
+                    ConnectionOutcome::Refused("empty client id with a persistent session".into()),
+                ))
+                .await;
             return;
         }
         if version == MqttVersion::V311 {
@@ -269,8 +327,16 @@ async fn serve_client(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr,
     }
 
     let claim = (!client_id.is_empty()).then(|| shared.sessions.claim(&client_id));
-    let router_addr = if version == MqttVersion::V5 { shared.router.v5 } else { shared.router.v4 };
-    let handoff = timeout(Duration::from_secs(10), hand_to_router(router_addr, &connect, &client_id, &shared.router.secret)).await;
+    let router_addr = if version == MqttVersion::V5 {
+        shared.router.v5
+    } else {
+        shared.router.v4
+    };
+    let handoff = timeout(
+        Duration::from_secs(10),
+        hand_to_router(router_addr, &connect, &client_id, &shared.router.secret),
+    )
+    .await;
     let (router_reader, router_writer, mut router_buf, connack_bytes, connack) = match handoff {
         Ok(Ok(h)) => h,
         other => {
@@ -278,10 +344,18 @@ async fn serve_client(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr,
                 Ok(Err(e)) => e,
                 _ => "the embedded router did not answer within 10 s".to_owned(),
             };
-            tracing::error!(client_id, "cannot hand a client to the embedded router: {why}");
-            let _ = writer.write(Refusal::ServerUnavailable.connack(version)).await;
+            tracing::error!(
+                client_id,
+                "cannot hand a client to the embedded router: {why}"
+            );
+            let _ = writer
+                .write(Refusal::ServerUnavailable.connack(version))
+                .await;
             writer.close().await;
-            let _ = shared.observations.send(event(&client_id, ConnectionOutcome::Refused(why))).await;
+            let _ = shared
+                .observations
+                .send(event(&client_id, ConnectionOutcome::Refused(why)))
+                .await;
             return;
         }
     };
@@ -291,20 +365,34 @@ async fn serve_client(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr,
     if connack.code != 0 {
         writer.close().await;
         let why = format!("the router refused it with code 0x{:02x}", connack.code);
-        let _ = shared.observations.send(event(&client_id, ConnectionOutcome::Refused(why))).await;
+        let _ = shared
+            .observations
+            .send(event(&client_id, ConnectionOutcome::Refused(why)))
+            .await;
         return;
     }
     if client_id.is_empty() {
-        client_id = codec::assigned_client_id(&connack.properties_raw).unwrap_or_else(|| "(assigned by broker)".to_owned());
+        client_id = codec::assigned_client_id(&connack.properties_raw)
+            .unwrap_or_else(|| "(assigned by broker)".to_owned());
     }
-    let connected = ConnectionOutcome::Connected { keepalive: connect.keepalive, clean_start: connect.clean_start };
-    if shared.observations.send(event(&client_id, connected)).await.is_err() {
+    let connected = ConnectionOutcome::Connected {
+        keepalive: connect.keepalive,
+        clean_start: connect.clean_start,
+    };
+    if shared
+        .observations
+        .send(event(&client_id, connected))
+        .await
+        .is_err()
+    {
         return;
     }
     shared.connected.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(client_id, %peer, ?transport, ?version, "client connected");
 
-    let link = Arc::new(Link { injected_pings: AtomicU32::new(0) });
+    let link = Arc::new(Link {
+        injected_pings: AtomicU32::new(0),
+    });
     let (to_client, to_client_rx) = mpsc::channel::<ToClient>(4);
     let upstream = Upstream {
         shared: shared.clone(),
@@ -319,7 +407,13 @@ async fn serve_client(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr,
     let mut up = tokio::spawn(upstream.run());
     // What the router sent after CONNACK goes to the client first.
     let leftover = router_buf.split().freeze();
-    let mut down = tokio::spawn(downstream(router_reader, leftover, writer, to_client_rx, link));
+    let mut down = tokio::spawn(downstream(
+        router_reader,
+        leftover,
+        writer,
+        to_client_rx,
+        link,
+    ));
     let reason = tokio::select! {
         r = &mut up => r.unwrap_or(DisconnectReason::Dropped),
         r = &mut down => {
@@ -328,7 +422,9 @@ async fn serve_client(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr,
         }
     };
     let reason = match (&reason, &claim) {
-        (DisconnectReason::ServerClosed(_), Some(c)) if c.taken_over() => DisconnectReason::SessionTakenOver,
+        (DisconnectReason::ServerClosed(_), Some(c)) if c.taken_over() => {
+            DisconnectReason::SessionTakenOver
+        }
         _ => reason,
     };
     // Tell an MQTT 5 client why, then close.
@@ -352,7 +448,10 @@ async fn serve_client(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr,
     drop(claim);
     tracing::debug!(client_id, "client disconnected: {reason}");
     let sends_will = reason.sends_will() && reason != DisconnectReason::Shutdown;
-    let _ = shared.observations.send(event(&client_id, ConnectionOutcome::Disconnected(reason))).await;
+    let _ = shared
+        .observations
+        .send(event(&client_id, ConnectionOutcome::Disconnected(reason)))
+        .await;
     if let (true, Some(will)) = (sends_will, connect.will.as_ref()) {
         let will_props = connect.will_properties_v5().unwrap_or_default();
         let _ = shared
@@ -379,7 +478,12 @@ struct OpenError {
 }
 
 /// Accepts the transport, then reads and checks the CONNECT.
-async fn open(stream: TcpStream, transport: Transport, config: &BrokerConfig) -> Result<Opened, OpenError> {
+#[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
+async fn open(
+    stream: TcpStream,
+    transport: Transport,
+    config: &BrokerConfig,
+) -> Result<Opened, OpenError> {
     let (mut reader, writer) = match transport {
         Transport::Tcp => split_tcp(stream),
         Transport::Ws => {
@@ -387,22 +491,47 @@ async fn open(stream: TcpStream, transport: Transport, config: &BrokerConfig) ->
                 .max_message_size(Some(config.max_payload + PACKET_OVERHEAD))
                 .max_frame_size(Some(config.max_payload + PACKET_OVERHEAD));
             let path = config.ws_path.clone();
-            let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, move |req: &Request, resp: Response| ws_handshake(&path, req, resp), Some(ws_config))
-                .await
-                .map_err(|e| OpenError { reason: format!("WebSocket handshake failed: {e}"), reply: None, writer: None })?;
+            let ws = tokio_tungstenite::accept_hdr_async_with_config(
+                stream,
+                move |req: &Request, resp: Response| ws_handshake(&path, req, resp),
+                Some(ws_config),
+            )
+            .await
+            .map_err(|e| OpenError {
+                reason: format!("WebSocket handshake failed: {e}"),
+                reply: None,
+                writer: None,
+            })?;
             split_ws(ws)
         }
     };
     let mut buf = BytesMut::with_capacity(4096);
-    let fail = |reason: String, reply: Option<Bytes>, writer| Err(OpenError { reason, reply, writer: Some(writer) });
+    let fail = |reason: String, reply: Option<Bytes>, writer| {
+        Err(OpenError {
+            reason,
+            reply,
+            writer: Some(writer),
+        })
+    };
     let header = loop {
         match codec::parse_frame_header(&buf) {
             Ok(Some(h)) if buf.len() >= h.total_len() => break h,
             Ok(Some(h)) if h.packet_type != packet_type::CONNECT => {
-                return fail(format!("its first packet was of type {}, not CONNECT", h.packet_type), None, writer)
+                return fail(
+                    format!(
+                        "its first packet was of type {}, not CONNECT",
+                        h.packet_type
+                    ),
+                    None,
+                    writer,
+                )
             }
             Ok(Some(h)) if h.remaining_len > config.max_payload + PACKET_OVERHEAD => {
-                return fail(format!("its CONNECT has {} bytes, over the limit", h.remaining_len), None, writer)
+                return fail(
+                    format!("its CONNECT has {} bytes, over the limit", h.remaining_len),
+                    None,
+                    writer,
+                )
             }
             Ok(_) => {}
             Err(e) => return fail(format!("malformed packet: {e}"), None, writer),
@@ -414,7 +543,14 @@ async fn open(stream: TcpStream, transport: Transport, config: &BrokerConfig) ->
         }
     };
     if header.packet_type != packet_type::CONNECT {
-        return fail(format!("its first packet was of type {}, not CONNECT", header.packet_type), None, writer);
+        return fail(
+            format!(
+                "its first packet was of type {}, not CONNECT",
+                header.packet_type
+            ),
+            None,
+            writer,
+        );
     }
     let mut frame = buf.split_to(header.total_len()).freeze();
     frame.advance(header.header_len);
@@ -429,14 +565,21 @@ async fn open(stream: TcpStream, transport: Transport, config: &BrokerConfig) ->
         }
         Err(e) => return fail(format!("malformed CONNECT: {e}"), None, writer),
     };
-    Ok(Opened { reader, writer, buf, connect })
+    Ok(Opened {
+        reader,
+        writer,
+        buf,
+        connect,
+    })
 }
 
 /// Accepts a WebSocket upgrade on the configured path and answers the `mqtt`
 /// subprotocol that MQTT clients ask for.
+#[allow(clippy::result_large_err)] // the signature is tungstenite's `Callback`
 fn ws_handshake(path: &str, req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
     if req.uri().path() != path {
-        let mut refusal = ErrorResponse::new(Some(format!("MQTT over WebSocket is served at {path}\n")));
+        let mut refusal =
+            ErrorResponse::new(Some(format!("MQTT over WebSocket is served at {path}\n")));
         *refusal.status_mut() = StatusCode::NOT_FOUND;
         return Err(refusal);
     }
@@ -460,8 +603,15 @@ type Handoff = (OwnedReadHalf, OwnedWriteHalf, BytesMut, Bytes, ConnAck);
 
 /// Connects to the router, logs in with the secret on the client's behalf and
 /// returns the router's CONNACK (its bytes, to forward unchanged, and parsed).
-async fn hand_to_router(addr: SocketAddr, connect: &Connect, client_id: &str, secret: &str) -> Result<Handoff, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot reach {addr}: {e}"))?;
+async fn hand_to_router(
+    addr: SocketAddr,
+    connect: &Connect,
+    client_id: &str,
+    secret: &str,
+) -> Result<Handoff, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let mut inner = connect.clone();
@@ -476,17 +626,28 @@ async fn hand_to_router(addr: SocketAddr, connect: &Connect, client_id: &str, se
     inner.password = Some(Bytes::copy_from_slice(secret.as_bytes()));
     let mut out = BytesMut::new();
     inner.encode(&mut out);
-    writer.write_all(&out).await.map_err(|e| format!("cannot write CONNECT: {e}"))?;
-    let version = if connect.level == 5 { MqttVersion::V5 } else { MqttVersion::V311 };
+    writer
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("cannot write CONNECT: {e}"))?;
+    let version = if connect.level == 5 {
+        MqttVersion::V5
+    } else {
+        MqttVersion::V311
+    };
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         match codec::parse_frame_header(&buf) {
             Ok(Some(h)) if buf.len() >= h.total_len() => {
                 if h.packet_type != packet_type::CONNACK {
-                    return Err(format!("it answered with packet type {} instead of CONNACK", h.packet_type));
+                    return Err(format!(
+                        "it answered with packet type {} instead of CONNACK",
+                        h.packet_type
+                    ));
                 }
                 let bytes = buf.split_to(h.total_len()).freeze();
-                let connack = ConnAck::parse(&bytes[h.header_len..], version).map_err(|e| format!("its CONNACK is malformed: {e}"))?;
+                let connack = ConnAck::parse(&bytes[h.header_len..], version)
+                    .map_err(|e| format!("its CONNACK is malformed: {e}"))?;
                 return Ok((reader, writer, buf, bytes, connack));
             }
             Ok(_) => {}
@@ -529,7 +690,8 @@ impl Upstream {
     async fn run(mut self) -> DisconnectReason {
         let mut shutdown = self.shared.shutdown.clone();
         // MQTT: no packet for 1.5 × keepalive means the client is gone; 0 = never.
-        let keepalive = (self.keepalive > 0).then(|| Duration::from_millis(self.keepalive as u64 * 1500));
+        let keepalive =
+            (self.keepalive > 0).then(|| Duration::from_millis(self.keepalive as u64 * 1500));
         let far = Duration::from_secs(100 * 365 * 24 * 3600);
         let expiry = sleep(keepalive.unwrap_or(far));
         tokio::pin!(expiry);
@@ -573,7 +735,10 @@ impl Upstream {
 
     /// Forwards every complete packet in the buffer. Returns the reason the
     /// connection ends, if a packet ends it.
-    async fn forward_complete_packets(&mut self, pending_qos2: &mut HashSet<u16>) -> Result<Option<DisconnectReason>, DisconnectReason> {
+    async fn forward_complete_packets(
+        &mut self,
+        pending_qos2: &mut HashSet<u16>,
+    ) -> Result<Option<DisconnectReason>, DisconnectReason> {
         let max_payload = self.shared.config.max_payload;
         // Find where the complete packets end, refusing oversized ones before
         // their bytes are even buffered.
@@ -606,7 +771,9 @@ impl Upstream {
         let forward_from = 0;
         let mut ends = None;
         while at < chunk.len() {
-            let Ok(Some(h)) = codec::parse_frame_header(&chunk[at..]) else { break };
+            let Ok(Some(h)) = codec::parse_frame_header(&chunk[at..]) else {
+                break;
+            };
             let frame_end = at + h.total_len();
             let body = chunk.slice(at + h.header_len..frame_end);
             match h.packet_type {
@@ -619,14 +786,17 @@ impl Upstream {
                     Ok(publish) => {
                         // A QoS 2 PUBLISH sent again before PUBREL is the same
                         // message: record it once.
-                        let first = publish.qos != 2 || publish.packet_id.is_none_or(|id| pending_qos2.insert(id));
+                        let first = publish.qos != 2
+                            || publish.packet_id.is_none_or(|id| pending_qos2.insert(id));
                         if first {
                             self.observe(publish).await?;
                         }
                     }
                     Err(e) => {
                         tracing::info!(client_id = %self.client_id, "closing the connection: malformed PUBLISH: {e}");
-                        ends = Some(DisconnectReason::ProtocolError(format!("malformed PUBLISH: {e}")));
+                        ends = Some(DisconnectReason::ProtocolError(format!(
+                            "malformed PUBLISH: {e}"
+                        )));
                         break;
                     }
                 },
@@ -651,7 +821,9 @@ impl Upstream {
         }
         if at > forward_from {
             if let Err(e) = self.router.write_all(&chunk[forward_from..at]).await {
-                return Err(DisconnectReason::ServerClosed(format!("the router connection broke: {e}")));
+                return Err(DisconnectReason::ServerClosed(format!(
+                    "the router connection broke: {e}"
+                )));
             }
         }
         if let Some(reason) = ends {
@@ -713,7 +885,9 @@ async fn downstream(
             if end + h.total_len() > buf.len() {
                 break;
             }
-            if h.packet_type == packet_type::PINGRESP && link.injected_pings.load(Ordering::Acquire) > 0 {
+            if h.packet_type == packet_type::PINGRESP
+                && link.injected_pings.load(Ordering::Acquire) > 0
+            {
                 link.injected_pings.fetch_sub(1, Ordering::AcqRel);
                 drop_at = Some((end, h.total_len()));
                 break;

@@ -58,7 +58,8 @@ impl Router {
             };
             let secret = secret.clone();
             s.set_auth_handler(move |_client, user: String, pass: String| {
-                let ok = user == INTERNAL_USER && constant_time_eq(pass.as_bytes(), secret.as_bytes());
+                let ok =
+                    user == INTERNAL_USER && constant_time_eq(pass.as_bytes(), secret.as_bytes());
                 async move { ok }
             });
             s
@@ -77,8 +78,14 @@ impl Router {
                 initialized_filters: None,
                 shared_subscriptions_strategy: Default::default(),
             },
-            v4: Some(HashMap::from([("v4".to_owned(), settings("vigil-internal-v4", v4))])),
-            v5: Some(HashMap::from([("v5".to_owned(), settings("vigil-internal-v5", v5))])),
+            v4: Some(HashMap::from([(
+                "v4".to_owned(),
+                settings("vigil-internal-v4", v4),
+            )])),
+            v5: Some(HashMap::from([(
+                "v5".to_owned(),
+                settings("vigil-internal-v5", v5),
+            )])),
             ..Default::default()
         };
         let mut broker = rumqttd::Broker::new(rumqttd_config);
@@ -99,12 +106,22 @@ impl Router {
         for addr in [v4, v5] {
             wait_until_listening(addr).await?;
         }
-        Ok(Router { v4, v5, secret, link: tokio::sync::Mutex::new(link_tx) })
+        Ok(Router {
+            v4,
+            v5,
+            secret,
+            link: tokio::sync::Mutex::new(link_tx),
+        })
     }
 
     /// Publishes a message into the router on Vigil's own behalf (QoS 0 into
     /// the router; subscribers get it at their own QoS).
-    pub(crate) async fn publish(&self, topic: &str, payload: Bytes, retain: bool) -> Result<(), String> {
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        retain: bool,
+    ) -> Result<(), String> {
         let publish = Publish::new(Bytes::copy_from_slice(topic.as_bytes()), payload, retain);
         self.link
             .lock()
@@ -119,7 +136,9 @@ impl Router {
 fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
     let listener = StdListener::bind(("127.0.0.1", 0))
         .map_err(|e| BrokerError::Router(format!("no free loopback port for the router: {e}")))?;
-    listener.local_addr().map_err(|e| BrokerError::Router(e.to_string()))
+    listener
+        .local_addr()
+        .map_err(|e| BrokerError::Router(e.to_string()))
 }
 
 /// rumqttd binds on its own thread and only logs a failure, so the only way
@@ -131,7 +150,9 @@ async fn wait_until_listening(addr: SocketAddr) -> Result<(), BrokerError> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(BrokerError::Router(format!("its internal listener on {addr} did not come up within 10 s")));
+            return Err(BrokerError::Router(format!(
+                "its internal listener on {addr} did not come up within 10 s"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -35,12 +35,20 @@ impl Sessions {
         if let Some((_, old)) = previous {
             old.store(true, Ordering::Release);
         }
-        SessionClaim { sessions: self.clone(), client_id: client_id.to_owned(), seq, taken_over }
+        SessionClaim {
+            sessions: self.clone(),
+            client_id: client_id.to_owned(),
+            seq,
+            taken_over,
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.by_client.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.by_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 
@@ -52,8 +60,15 @@ impl SessionClaim {
 
 impl Drop for SessionClaim {
     fn drop(&mut self) {
-        let mut map = self.sessions.by_client.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&self.client_id).is_some_and(|(seq, _)| *seq == self.seq) {
+        let mut map = self
+            .sessions
+            .by_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.client_id)
+            .is_some_and(|(seq, _)| *seq == self.seq)
+        {
             map.remove(&self.client_id);
         }
     }
@@ -71,7 +86,11 @@ mod tests {
         assert!(first.taken_over());
         assert!(!second.taken_over());
         drop(first);
-        assert_eq!(sessions.len(), 1, "the old claim must not release the new one");
+        assert_eq!(
+            sessions.len(),
+            1,
+            "the old claim must not release the new one"
+        );
         drop(second);
         assert_eq!(sessions.len(), 0);
     }

@@ -61,12 +61,10 @@ impl ClientReader {
                         return Ok(data.len());
                     }
                     Some(Ok(Message::Close(_))) => return Ok(0),
-                    Some(Ok(Message::Text(_))) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "a text WebSocket message: MQTT over WebSocket must use binary messages",
-                        ))
-                    }
+                    Some(Ok(Message::Text(_))) => return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a text WebSocket message: MQTT over WebSocket must use binary messages",
+                    )),
                     // Pings are answered by tungstenite itself.
                     Some(Ok(_)) => continue,
                 }
@@ -80,7 +78,10 @@ impl ClientWriter {
     pub(crate) async fn write(&mut self, data: Bytes) -> io::Result<()> {
         match self {
             ClientWriter::Tcp(w) => w.write_all(&data).await,
-            ClientWriter::Ws(w) => w.send(Message::Binary(data)).await.map_err(io::Error::other),
+            ClientWriter::Ws(w) => w
+                .send(Message::Binary(data))
+                .await
+                .map_err(io::Error::other),
         }
     }
 

@@ -52,8 +52,8 @@
 //! `Connection: close`, chunked or sized bodies): enough for this contract
 //! and cheaper to build than a client crate.
 
-use std::fs::File;
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,7 +64,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, SubscribeReasonCode,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -142,7 +144,11 @@ pub struct IngestArgs {
 pub async fn run_ingest(args: IngestArgs) -> Result<()> {
     let plan = LoadPlan::from_args(&args)?;
     // Fail before the long Vigil run, not after it.
-    let mosquitto = if args.vs_mosquitto { Some(find_mosquitto()?) } else { None };
+    let mosquitto = if args.vs_mosquitto {
+        Some(find_mosquitto()?)
+    } else {
+        None
+    };
     let workdir = tempfile::Builder::new()
         .prefix("vigil-bench-")
         .tempdir()
@@ -156,15 +162,19 @@ pub async fn run_ingest(args: IngestArgs) -> Result<()> {
     };
     let report = Report::new(&plan, args.timeout, vigil, mosquitto);
     if args.json {
-        let text = serde_json::to_string_pretty(&report).context("cannot write the report as JSON")?;
+        let text =
+            serde_json::to_string_pretty(&report).context("cannot write the report as JSON")?;
         println!("{text}");
     } else {
         print!("{}", report.human());
     }
     let path = workdir.path().to_owned();
-    workdir
-        .close()
-        .with_context(|| format!("cannot remove the benchmark's temporary directory {}", path.display()))
+    workdir.close().with_context(|| {
+        format!(
+            "cannot remove the benchmark's temporary directory {}",
+            path.display()
+        )
+    })
 }
 
 /// Prints a progress line on stderr (stdout holds only the report).
@@ -208,7 +218,8 @@ impl LoadPlan {
         // Device 0 has the largest share, hence the longest `seq`.
         let largest_seq = plan.share(0).saturating_sub(1);
         let mut probe = Vec::new();
-        if let Err(needed) = write_payload(&mut probe, largest_seq, now_micros(), plan.payload_size) {
+        if let Err(needed) = write_payload(&mut probe, largest_seq, now_micros(), plan.payload_size)
+        {
             bail!(
                 "--payload-size {} is too small: the JSON payload (seq, sent_us, temp) needs at least {needed} bytes",
                 plan.payload_size
@@ -257,7 +268,8 @@ fn qos_number(qos: QoS) -> u8 {
 /// Creates a client and its event loop for `broker`, with Nagle off (the
 /// event loop flushes every request anyway; Nagle would only add delays).
 fn new_client(plan: &LoadPlan, client_id: String, broker: SocketAddr) -> (AsyncClient, EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(plan.mqtt_options(client_id, broker), REQUEST_CAPACITY);
+    let (client, mut eventloop) =
+        AsyncClient::new(plan.mqtt_options(client_id, broker), REQUEST_CAPACITY);
     let mut network = eventloop.network_options();
     network.set_tcp_nodelay(true);
     network.set_connection_timeout(NETWORK_TIMEOUT_S);
@@ -272,7 +284,11 @@ fn device_topic(device: u32) -> String {
 
 /// The device number in a bench topic, or `None` for any other topic.
 fn topic_device(topic: &str) -> Option<u32> {
-    topic.strip_prefix(DEVICE_PREFIX)?.strip_suffix(TOPIC_SUFFIX)?.parse().ok()
+    topic
+        .strip_prefix(DEVICE_PREFIX)?
+        .strip_suffix(TOPIC_SUFFIX)?
+        .parse()
+        .ok()
 }
 
 /// Writes the JSON payload of message `seq` into `buf` (cleared first), padded
@@ -286,7 +302,12 @@ fn write_payload(buf: &mut Vec<u8>, seq: u64, sent_us: Micros, size: usize) -> R
     // A plausible metric that changes: 20.0 ..= 29.9, always four characters.
     let tenths = 200 + seq % 100;
     // Writing into a Vec cannot fail.
-    let _ = write!(buf, "{{\"seq\":{seq},\"sent_us\":{sent_us},\"temp\":{}.{}", tenths / 10, tenths % 10);
+    let _ = write!(
+        buf,
+        "{{\"seq\":{seq},\"sent_us\":{sent_us},\"temp\":{}.{}",
+        tenths / 10,
+        tenths % 10
+    );
     let needed = buf.len() + 1;
     if needed > size {
         return Err(needed);
@@ -331,7 +352,8 @@ fn bit_set(bits: &mut [u64], i: u64) {
 
 /// Whether bit `i` is set.
 fn bit_get(bits: &[u64], i: u64) -> bool {
-    bits.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    bits.get((i / 64) as usize)
+        .is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
 /// What one device's connection saw.
@@ -394,7 +416,10 @@ impl LoadOutcome {
                 None => errors.push((e.clone(), 1)),
             }
         }
-        errors.into_iter().map(|(e, n)| format!("{n} device(s): {e}")).collect()
+        errors
+            .into_iter()
+            .map(|(e, n)| format!("{n} device(s): {e}"))
+            .collect()
     }
 }
 
@@ -410,9 +435,18 @@ async fn run_load(broker: SocketAddr, plan: &LoadPlan, deadline: Instant) -> Res
     for device in 0..plan.devices {
         let (client, eventloop) = new_client(plan, format!("{DEVICE_PREFIX}{device}"), broker);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let spec = ConnectionSpec { share: plan.share(device), qos: plan.qos, inflight: plan.inflight };
+        let spec = ConnectionSpec {
+            share: plan.share(device),
+            qos: plan.qos,
+            inflight: plan.inflight,
+        };
         let disconnect = client.clone();
-        connections.spawn(async move { (device, drive_connection(spec, eventloop, disconnect, ready_tx, deadline).await) });
+        connections.spawn(async move {
+            (
+                device,
+                drive_connection(spec, eventloop, disconnect, ready_tx, deadline).await,
+            )
+        });
         readies.push(ready_rx);
         clients.push(client);
     }
@@ -421,7 +455,9 @@ async fn run_load(broker: SocketAddr, plan: &LoadPlan, deadline: Instant) -> Res
         match ready.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => refused.push(format!("{DEVICE_PREFIX}{device}: {e}")),
-            Err(_) => refused.push(format!("{DEVICE_PREFIX}{device}: its connection task ended")),
+            Err(_) => refused.push(format!(
+                "{DEVICE_PREFIX}{device}: its connection task ended"
+            )),
         }
     }
     if !refused.is_empty() {
@@ -429,7 +465,12 @@ async fn run_load(broker: SocketAddr, plan: &LoadPlan, deadline: Instant) -> Res
         bail!(
             "{} of {count} devices could not connect to {broker}, e.g. {}",
             refused.len(),
-            refused.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            refused
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
 
@@ -437,7 +478,12 @@ async fn run_load(broker: SocketAddr, plan: &LoadPlan, deadline: Instant) -> Res
     let mut publishers = JoinSet::new();
     for (device, client) in (0..plan.devices).zip(clients) {
         let plan = plan.clone();
-        publishers.spawn(async move { (device, publish_share(&plan, device, client, start, deadline).await) });
+        publishers.spawn(async move {
+            (
+                device,
+                publish_share(&plan, device, client, start, deadline).await,
+            )
+        });
     }
 
     let mut devices: Vec<DeviceOutcome> = (0..count).map(|_| DeviceOutcome::default()).collect();
@@ -477,9 +523,19 @@ struct Published {
 /// Hands device `device`'s share of messages to rumqttc, paced by `--rate`.
 /// Allocates per message only what rumqttc takes ownership of: the payload
 /// and the topic string.
-async fn publish_share(plan: &LoadPlan, device: u32, client: AsyncClient, start: Instant, deadline: Instant) -> Published {
+async fn publish_share(
+    plan: &LoadPlan,
+    device: u32,
+    client: AsyncClient,
+    start: Instant,
+    deadline: Instant,
+) -> Published {
     let topic = device_topic(device);
-    let mut out = Published { first_sent_us: None, timed_out: false, error: None };
+    let mut out = Published {
+        first_sent_us: None,
+        timed_out: false,
+        error: None,
+    };
     for seq in 0..plan.share(device) {
         if let Some(due) = due_at(plan, start, device, seq) {
             if due >= deadline {
@@ -496,7 +552,12 @@ async fn publish_share(plan: &LoadPlan, device: u32, client: AsyncClient, start:
             out.error = Some(format!("payload of seq {seq} needs {needed} bytes"));
             break;
         }
-        match timeout_at(deadline, client.publish_bytes(topic.as_str(), plan.qos, false, Bytes::from(payload))).await {
+        match timeout_at(
+            deadline,
+            client.publish_bytes(topic.as_str(), plan.qos, false, Bytes::from(payload)),
+        )
+        .await
+        {
             Ok(Ok(())) => {
                 out.first_sent_us.get_or_insert(sent_us);
             }
@@ -547,7 +608,11 @@ async fn drive_connection(
         share: spec.share,
         written: 0,
         acked: 0,
-        acked_seqs: if acking { vec![0; spec.share.div_ceil(64) as usize] } else { Vec::new() },
+        acked_seqs: if acking {
+            vec![0; spec.share.div_ceil(64) as usize]
+        } else {
+            Vec::new()
+        },
         last_ack_us: None,
         timed_out: false,
         error: None,
@@ -597,7 +662,9 @@ async fn drive_connection(
                 None
             }
             Event::Incoming(Packet::PubAck(ack)) if spec.qos == QoS::AtLeastOnce => Some(ack.pkid),
-            Event::Incoming(Packet::PubComp(comp)) if spec.qos == QoS::ExactlyOnce => Some(comp.pkid),
+            Event::Incoming(Packet::PubComp(comp)) if spec.qos == QoS::ExactlyOnce => {
+                Some(comp.pkid)
+            }
             _ => None,
         };
         if let Some(pkid) = acked_pkid {
@@ -624,7 +691,11 @@ async fn drive_connection(
 
 /// Polls `count` until it reaches `target`, stops growing for [`STALL`], or
 /// `deadline` passes. Returns the last count and how the wait ended.
-async fn wait_for_count<F, Fut>(target: u64, deadline: Instant, mut count: F) -> Result<(u64, WaitEnd)>
+async fn wait_for_count<F, Fut>(
+    target: u64,
+    deadline: Instant,
+    mut count: F,
+) -> Result<(u64, WaitEnd)>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<u64>>,
@@ -685,14 +756,24 @@ impl ServeChild {
     /// its stderr going to `log`, and waits for its ready line. `VIGIL_*`
     /// variables are not passed on: the flags alone describe the instance.
     async fn start(data_dir: &Path, log: &Path) -> Result<Self> {
-        let exe = std::env::current_exe().context("cannot start vigil serve: cannot find this executable")?;
-        let log_file = File::create(log).with_context(|| format!("cannot start vigil serve: cannot create {}", log.display()))?;
+        let exe = std::env::current_exe()
+            .context("cannot start vigil serve: cannot find this executable")?;
+        let log_file = File::create(log).with_context(|| {
+            format!("cannot start vigil serve: cannot create {}", log.display())
+        })?;
         let mut command = Command::new(&exe);
         command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--mqtt-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args([
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--ws-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -705,8 +786,13 @@ impl ServeChild {
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start vigil serve ({})", exe.display()))?;
-        let pid = child.id().context("cannot start vigil serve: it exited at once")?;
-        let stdout = child.stdout.take().context("cannot start vigil serve: no pipe to its stdout")?;
+        let pid = child
+            .id()
+            .context("cannot start vigil serve: it exited at once")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("cannot start vigil serve: no pipe to its stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let line = match timeout(READY_TIMEOUT, lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
@@ -715,17 +801,26 @@ impl ServeChild {
                     Ok(Ok(status)) => status.to_string(),
                     _ => "status unknown".to_owned(),
                 };
-                bail!("vigil serve exited ({status}) before it was ready{}", log_tail(log));
+                bail!(
+                    "vigil serve exited ({status}) before it was ready{}",
+                    log_tail(log)
+                );
             }
-            Ok(Err(e)) => bail!("cannot start vigil serve: cannot read its stdout: {e}{}", log_tail(log)),
+            Ok(Err(e)) => bail!(
+                "cannot start vigil serve: cannot read its stdout: {e}{}",
+                log_tail(log)
+            ),
             Err(_) => bail!(
                 "vigil serve printed no ready line within {} s{}",
                 READY_TIMEOUT.as_secs(),
                 log_tail(log)
             ),
         };
-        let ready: ReadyLine = serde_json::from_str(&line)
-            .with_context(|| format!("cannot start vigil serve: its first line on stdout is not the ready line: {line}"))?;
+        let ready: ReadyLine = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "cannot start vigil serve: its first line on stdout is not the ready line: {line}"
+            )
+        })?;
         if ready.event != "ready" {
             bail!("cannot start vigil serve: expected the ready line, got {line}");
         }
@@ -757,13 +852,20 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// The `VmHWM:` value (KiB) of a `/proc/<pid>/status` text.
 fn parse_vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.trim_start_matches("VmHWM:").split_whitespace().next()?.parse().ok()
+    line.trim_start_matches("VmHWM:")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Sends SIGTERM to `child` and waits for it; kills it if it takes longer
 /// than [`STOP_GRACE`].
 async fn terminate(child: &mut Child, name: &str) -> Result<ExitStatus> {
-    if let Some(status) = child.try_wait().with_context(|| format!("cannot check whether {name} still runs"))? {
+    if let Some(status) = child
+        .try_wait()
+        .with_context(|| format!("cannot check whether {name} still runs"))?
+    {
         return Ok(status);
     }
     let signalled = match child.id() {
@@ -779,14 +881,21 @@ async fn terminate(child: &mut Child, name: &str) -> Result<ExitStatus> {
         None => false,
     };
     if !signalled {
-        child.start_kill().with_context(|| format!("cannot stop {name}"))?;
+        child
+            .start_kill()
+            .with_context(|| format!("cannot stop {name}"))?;
     }
     match timeout(STOP_GRACE, child.wait()).await {
         Ok(status) => status.with_context(|| format!("cannot wait for {name} to exit")),
         Err(_) => {
-            child.start_kill().with_context(|| format!("cannot kill {name}"))?;
+            child
+                .start_kill()
+                .with_context(|| format!("cannot kill {name}"))?;
             let _ = timeout(Duration::from_secs(5), child.wait()).await;
-            bail!("{name} did not exit within {} s of SIGTERM, so it was killed", STOP_GRACE.as_secs())
+            bail!(
+                "{name} did not exit within {} s of SIGTERM, so it was killed",
+                STOP_GRACE.as_secs()
+            )
         }
     }
 }
@@ -804,13 +913,19 @@ fn with_log(error: anyhow::Error, log: &Path) -> anyhow::Error {
 
 /// The last lines of a log file, formatted to be appended to an error.
 fn log_tail(path: &Path) -> String {
-    let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
     let lines: Vec<&str> = text.lines().collect();
     if lines.is_empty() {
         return String::new();
     }
     let tail = &lines[lines.len().saturating_sub(20)..];
-    format!("\n--- last lines of {} ---\n{}", path.display(), tail.join("\n"))
+    format!(
+        "\n--- last lines of {} ---\n{}",
+        path.display(),
+        tail.join("\n")
+    )
 }
 
 /// Everything measured on Vigil.
@@ -831,11 +946,18 @@ struct VigilRun {
 /// Starts `vigil serve` in `dir`, measures it, and stops it whatever happened.
 async fn bench_vigil(plan: &LoadPlan, dir: &Path, limit: Duration) -> Result<VigilRun> {
     let data_dir = dir.join("vigil-data");
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot start vigil serve: cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).with_context(|| {
+        format!(
+            "cannot start vigil serve: cannot create {}",
+            data_dir.display()
+        )
+    })?;
     let log = dir.join("vigil-serve.log");
     let serve = ServeChild::start(&data_dir, &log).await?;
-    progress(&format!("vigil serve is ready (mqtt {}, http {})", serve.ready.mqtt, serve.ready.http));
+    progress(&format!(
+        "vigil serve is ready (mqtt {}, http {})",
+        serve.ready.mqtt, serve.ready.http
+    ));
 
     let measured = tokio::select! {
         r = measure_vigil(plan, &serve.ready, limit) => r,
@@ -847,7 +969,10 @@ async fn bench_vigil(plan: &LoadPlan, dir: &Path, limit: Duration) -> Result<Vig
     run.peak_rss_kib = peak_rss_kib;
     match stopped {
         Ok(status) if status.success() => {}
-        Ok(status) => run.warnings.push(format!("vigil serve exited with {status} after SIGTERM{}", log_tail(&log))),
+        Ok(status) => run.warnings.push(format!(
+            "vigil serve exited with {status} after SIGTERM{}",
+            log_tail(&log)
+        )),
         Err(e) => run.warnings.push(format!("{e:#}")),
     }
     Ok(run)
@@ -868,7 +993,9 @@ async fn measure_vigil(plan: &LoadPlan, ready: &ReadyLine, limit: Duration) -> R
     ));
     let load = run_load(ready.mqtt, plan, deadline).await?;
     let written = load.written();
-    progress(&format!("{written} messages sent; waiting until vigil serve has stored them"));
+    progress(&format!(
+        "{written} messages sent; waiting until vigil serve has stored them"
+    ));
     let http = ready.http;
     let (stored_count, wait_end) = wait_for_count(written, deadline, || async move {
         let stats: ApiStats = http_get_json(http, "/api/stats").await?;
@@ -947,7 +1074,9 @@ async fn read_back(http: SocketAddr) -> Result<(Vec<StoredRow>, u64)> {
             Some(id) => format!("/api/messages?limit={PAGE}&before={id}"),
         };
         let page: Vec<ApiMessage> = http_get_json(http, &path).await?;
-        let Some(oldest) = page.iter().map(|m| m.id).min() else { break };
+        let Some(oldest) = page.iter().map(|m| m.id).min() else {
+            break;
+        };
         for message in &page {
             match parse_row(message) {
                 Some(row) => rows.push(row),
@@ -969,7 +1098,12 @@ async fn read_back(http: SocketAddr) -> Result<(Vec<StoredRow>, u64)> {
 fn parse_row(message: &ApiMessage) -> Option<StoredRow> {
     let device = topic_device(&message.topic)?;
     let payload: BenchPayload = serde_json::from_str(message.payload_text.as_deref()?).ok()?;
-    Some(StoredRow { id: message.id, device, seq: payload.seq, sent_us: payload.sent_us })
+    Some(StoredRow {
+        id: message.id,
+        device,
+        seq: payload.seq,
+        sent_us: payload.sent_us,
+    })
 }
 
 /// A `flushed` event as received.
@@ -1013,7 +1147,11 @@ impl FlushLog {
         }
     }
     fn max_last_id(&self) -> i64 {
-        self.records.iter().map(|r| r.last_message_id).max().unwrap_or(i64::MIN)
+        self.records
+            .iter()
+            .map(|r| r.last_message_id)
+            .max()
+            .unwrap_or(i64::MIN)
     }
 }
 
@@ -1036,14 +1174,19 @@ struct FlushedData {
 /// Opens `GET /api/events?types=flushed` and returns, once the server has
 /// answered 200 (so it is listening), a channel of what arrives and the task
 /// that reads it.
-async fn open_flushed_stream(http: SocketAddr) -> Result<(mpsc::UnboundedReceiver<StreamNote>, AbortOnDrop)> {
+async fn open_flushed_stream(
+    http: SocketAddr,
+) -> Result<(mpsc::UnboundedReceiver<StreamNote>, AbortOnDrop)> {
     const PATH: &str = "/api/events?types=flushed";
     let mut stream = timeout(HTTP_TIMEOUT, TcpStream::connect(http))
         .await
         .map_err(|_| anyhow!("cannot connect to {http}: timed out"))?
         .with_context(|| format!("cannot connect to {http}"))?;
     let request = format!("GET {PATH} HTTP/1.1\r\nHost: {http}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.with_context(|| format!("GET {PATH}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .with_context(|| format!("GET {PATH}"))?;
     let mut raw = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     let head_end = loop {
@@ -1106,8 +1249,10 @@ async fn pump_events(
         for event in events.drain(..) {
             let note = match event.event.as_str() {
                 "flushed" => {
-                    let data: FlushedData = serde_json::from_str(&event.data)
-                        .with_context(|| format!("a flushed event has unexpected data: {}", event.data))?;
+                    let data: FlushedData =
+                        serde_json::from_str(&event.data).with_context(|| {
+                            format!("a flushed event has unexpected data: {}", event.data)
+                        })?;
                     StreamNote::Flushed(FlushRecord {
                         received_us,
                         last_message_id: data.last_message_id,
@@ -1124,7 +1269,10 @@ async fn pump_events(
         if finished {
             return Ok(());
         }
-        let n = stream.read(&mut buf).await.context("cannot read the event stream")?;
+        let n = stream
+            .read(&mut buf)
+            .await
+            .context("cannot read the event stream")?;
         received_us = now_micros();
         if n == 0 {
             return Ok(());
@@ -1162,7 +1310,12 @@ struct Analysis {
 }
 
 /// Joins stored rows with the load and the flushed events (see the module doc).
-fn analyse(load: &LoadOutcome, acking: bool, mut rows: Vec<StoredRow>, flushes: &[FlushRecord]) -> Analysis {
+fn analyse(
+    load: &LoadOutcome,
+    acking: bool,
+    mut rows: Vec<StoredRow>,
+    flushes: &[FlushRecord],
+) -> Analysis {
     rows.sort_unstable_by_key(|r| r.id);
     let mut offsets = Vec::with_capacity(load.devices.len());
     let mut total = 0u64;
@@ -1182,7 +1335,11 @@ fn analyse(load: &LoadOutcome, acking: bool, mut rows: Vec<StoredRow>, flushes: 
         .collect();
     let mut a = Analysis::default();
     for row in &rows {
-        let Some((device, offset)) = load.devices.get(row.device as usize).zip(offsets.get(row.device as usize)) else {
+        let Some((device, offset)) = load
+            .devices
+            .get(row.device as usize)
+            .zip(offsets.get(row.device as usize))
+        else {
             a.unexpected += 1;
             continue;
         };
@@ -1199,8 +1356,10 @@ fn analyse(load: &LoadOutcome, acking: bool, mut rows: Vec<StoredRow>, flushes: 
         a.stored += 1;
         match flushes.get(running_max.partition_point(|&max| max < row.id)) {
             Some(flush) => {
-                a.latency_us.push(non_negative(flush.received_us - row.sent_us));
-                a.commit_latency_us.push(non_negative(flush.committed_at - row.sent_us));
+                a.latency_us
+                    .push(non_negative(flush.received_us - row.sent_us));
+                a.commit_latency_us
+                    .push(non_negative(flush.committed_at - row.sent_us));
                 a.last_commit_received_us = a.last_commit_received_us.max(Some(flush.received_us));
             }
             None => a.uncovered += 1,
@@ -1317,8 +1476,12 @@ fn mosquitto_conf(port: u16) -> String {
 
 /// A free loopback port (free when this returns; Mosquitto takes it next).
 fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
-    Ok(listener.local_addr().context("cannot find a free loopback port")?.port())
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
+    Ok(listener
+        .local_addr()
+        .context("cannot find a free loopback port")?
+        .port())
 }
 
 /// Everything measured on Mosquitto.
@@ -1332,13 +1495,22 @@ struct MosquittoRun {
 }
 
 /// Starts Mosquitto in `dir`, measures it, and stops it whatever happened.
-async fn bench_mosquitto(bin: &Path, plan: &LoadPlan, dir: &Path, limit: Duration) -> Result<MosquittoRun> {
+async fn bench_mosquitto(
+    bin: &Path,
+    plan: &LoadPlan,
+    dir: &Path,
+    limit: Duration,
+) -> Result<MosquittoRun> {
     let port = free_port()?;
     let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, mosquitto_conf(port)).with_context(|| format!("cannot write {}", conf.display()))?;
+    std::fs::write(&conf, mosquitto_conf(port))
+        .with_context(|| format!("cannot write {}", conf.display()))?;
     let log = dir.join("mosquitto.log");
-    let log_file = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-    let log_out = log_file.try_clone().with_context(|| format!("cannot create {}", log.display()))?;
+    let log_file =
+        File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let log_out = log_file
+        .try_clone()
+        .with_context(|| format!("cannot create {}", log.display()))?;
     let mut child = Command::new(bin)
         .arg("-c")
         .arg(&conf)
@@ -1363,7 +1535,9 @@ async fn bench_mosquitto(bin: &Path, plan: &LoadPlan, dir: &Path, limit: Duratio
     let mut run = measured.map_err(|e| with_log(e, &log))?;
     match stopped {
         Ok(status) if status.success() => {}
-        Ok(status) => run.warnings.push(format!("mosquitto exited with {status} after SIGTERM")),
+        Ok(status) => run
+            .warnings
+            .push(format!("mosquitto exited with {status} after SIGTERM")),
         Err(e) => run.warnings.push(format!("{e:#}")),
     }
     Ok(run)
@@ -1373,21 +1547,31 @@ async fn bench_mosquitto(bin: &Path, plan: &LoadPlan, dir: &Path, limit: Duratio
 async fn wait_for_port(addr: SocketAddr, child: &mut Child) -> Result<()> {
     let give_up = Instant::now() + CONNECT_TIMEOUT;
     loop {
-        if let Some(status) = child.try_wait().context("cannot check whether mosquitto runs")? {
+        if let Some(status) = child
+            .try_wait()
+            .context("cannot check whether mosquitto runs")?
+        {
             bail!("mosquitto exited ({status}) at start");
         }
         if TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
         if Instant::now() >= give_up {
-            bail!("mosquitto did not listen on {addr} within {} s", CONNECT_TIMEOUT.as_secs());
+            bail!(
+                "mosquitto did not listen on {addr} within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            );
         }
         sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Subscribes to `#`, runs the load, and counts what the subscriber gets.
-async fn measure_mosquitto(plan: &LoadPlan, broker: SocketAddr, limit: Duration) -> Result<MosquittoRun> {
+async fn measure_mosquitto(
+    plan: &LoadPlan,
+    broker: SocketAddr,
+    limit: Duration,
+) -> Result<MosquittoRun> {
     let deadline = Instant::now() + limit;
     let subscriber = Subscriber::start(plan, broker).await?;
     progress(&format!(
@@ -1450,10 +1634,20 @@ impl Subscriber {
         })
         .await;
         match subscribed {
-            Ok(Ok(ack)) if ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) => {}
-            Ok(Ok(ack)) => bail!("mosquitto at {broker} refused the subscription to #: {:?}", ack.return_codes),
+            Ok(Ok(ack))
+                if ack
+                    .return_codes
+                    .iter()
+                    .all(|c| matches!(c, SubscribeReasonCode::Success(_))) => {}
+            Ok(Ok(ack)) => bail!(
+                "mosquitto at {broker} refused the subscription to #: {:?}",
+                ack.return_codes
+            ),
             Ok(Err(e)) => bail!("cannot subscribe to # on mosquitto at {broker}: {e}"),
-            Err(_) => bail!("cannot subscribe to # on mosquitto at {broker}: no SUBACK within {} s", CONNECT_TIMEOUT.as_secs()),
+            Err(_) => bail!(
+                "cannot subscribe to # on mosquitto at {broker}: no SUBACK within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ),
         }
         let count = Arc::new(AtomicU64::new(0));
         let shared = Arc::clone(&count);
@@ -1461,7 +1655,11 @@ impl Subscriber {
         let task = tokio::spawn(async move {
             // Keep the client alive: dropping every sender would end the loop.
             let _client = client;
-            let mut heard = Heard { count: 0, last_us: None, error: None };
+            let mut heard = Heard {
+                count: 0,
+                last_us: None,
+                error: None,
+            };
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
@@ -1587,19 +1785,29 @@ fn load_warnings(load: &LoadOutcome, wait_end: WaitEnd, what: &str) -> Vec<Strin
     let mut warnings: Vec<String> = load.errors();
     let unsent = load.planned().saturating_sub(load.written());
     if unsent > 0 {
-        warnings.push(format!("{unsent} of {} planned messages were never sent", load.planned()));
+        warnings.push(format!(
+            "{unsent} of {} planned messages were never sent",
+            load.planned()
+        ));
     }
     if load.timed_out() || wait_end == WaitEnd::TimedOut {
         warnings.push("the time limit (--timeout) cut the run short".to_owned());
     }
     if wait_end == WaitEnd::Stalled {
-        warnings.push(format!("the {what} count stopped growing before reaching the number sent"));
+        warnings.push(format!(
+            "the {what} count stopped growing before reaching the number sent"
+        ));
     }
     warnings
 }
 
 impl Report {
-    fn new(plan: &LoadPlan, timeout_s: u64, vigil: VigilRun, mosquitto: Option<MosquittoRun>) -> Report {
+    fn new(
+        plan: &LoadPlan,
+        timeout_s: u64,
+        vigil: VigilRun,
+        mosquitto: Option<MosquittoRun>,
+    ) -> Report {
         let acking = plan.qos != QoS::AtMostOnce;
         let t0 = vigil.load.first_publish_us();
         let a = &vigil.analysis;
@@ -1611,10 +1819,16 @@ impl Report {
             ));
         }
         if a.uncovered > 0 {
-            warnings.push(format!("{} stored messages were covered by no flushed event", a.uncovered));
+            warnings.push(format!(
+                "{} stored messages were covered by no flushed event",
+                a.uncovered
+            ));
         }
         if vigil.foreign_rows > 0 {
-            warnings.push(format!("{} stored messages were not the bench's", vigil.foreign_rows));
+            warnings.push(format!(
+                "{} stored messages were not the bench's",
+                vigil.foreign_rows
+            ));
         }
         warnings.extend(vigil.warnings.iter().cloned());
         let vigil_report = VigilReport {
@@ -1627,7 +1841,11 @@ impl Report {
             unexpected_rows: a.unexpected + vigil.foreign_rows,
             stored_rate_msg_s: rate(a.stored, t0, a.last_commit_received_us),
             stored_span_s: span_s(t0, a.last_commit_received_us),
-            ack_rate_msg_s: if acking { rate(vigil.load.acked(), t0, vigil.load.last_ack_us()) } else { None },
+            ack_rate_msg_s: if acking {
+                rate(vigil.load.acked(), t0, vigil.load.last_ack_us())
+            } else {
+                None
+            },
             latency: Latency::of(&a.latency_us),
             commit_latency: Latency::of(&a.commit_latency_us),
             latency_uncovered: a.uncovered,
@@ -1650,7 +1868,11 @@ impl Report {
                 lost: m.load.written().saturating_sub(m.received),
                 forward_rate_msg_s: rate(m.received, t0, m.last_received_us),
                 forward_span_s: span_s(t0, m.last_received_us),
-                ack_rate_msg_s: if acking { rate(m.load.acked(), t0, m.load.last_ack_us()) } else { None },
+                ack_rate_msg_s: if acking {
+                    rate(m.load.acked(), t0, m.load.last_ack_us())
+                } else {
+                    None
+                },
                 wait_end: m.wait_end.name(),
                 timed_out: m.load.timed_out() || m.wait_end == WaitEnd::TimedOut,
                 warnings,
@@ -1680,7 +1902,11 @@ impl Report {
     fn human(&self) -> String {
         let c = &self.config;
         let v = &self.vigil;
-        let pace = if c.rate == 0 { "as fast as possible".to_owned() } else { format!("{} msg/s", c.rate) };
+        let pace = if c.rate == 0 {
+            "as fast as possible".to_owned()
+        } else {
+            format!("{} msg/s", c.rate)
+        };
         let ack = |acked: Option<u64>, rate: Option<f64>| match acked {
             Some(n) => format!("{n} ({})", opt_rate(rate, "ack rate")),
             None => "- (QoS 0)".to_owned(),
@@ -1692,32 +1918,62 @@ impl Report {
             "Vigil ingest: {} devices, {} messages, QoS {}, {}-byte payloads, rate {pace}, inflight {}/client",
             c.devices, c.messages, c.qos, c.payload_size, c.inflight
         );
-        let _ = writeln!(s, "  sent              {} (of {} planned)", v.sent, c.messages);
+        let _ = writeln!(
+            s,
+            "  sent              {} (of {} planned)",
+            v.sent, c.messages
+        );
         let _ = writeln!(s, "  acked             {}", ack(v.acked, v.ack_rate_msg_s));
         let _ = writeln!(
             s,
             "  stored            {} distinct; lost {}{}; duplicates {}",
             v.stored,
             v.lost,
-            v.acked_lost.map(|n| format!(" (of them acked: {n})")).unwrap_or_default(),
+            v.acked_lost
+                .map(|n| format!(" (of them acked: {n})"))
+                .unwrap_or_default(),
             v.duplicates
         );
         let _ = writeln!(
             s,
             "  stored rate       {}{}",
             opt_rate(v.stored_rate_msg_s, "msg/s"),
-            v.stored_span_s.map(|t| format!(" (first publish -> last row committed: {t} s)")).unwrap_or_default()
+            v.stored_span_s
+                .map(|t| format!(" (first publish -> last row committed: {t} s)"))
+                .unwrap_or_default()
         );
-        let _ = writeln!(s, "  latency           {} (publish -> flushed event received)", opt_latency(v.latency));
-        let _ = writeln!(s, "  commit latency    {} (publish -> committed_at)", opt_latency(v.commit_latency));
-        let rss = v.peak_rss_kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0));
-        let _ = writeln!(s, "  peak RSS          {} (vigil serve VmHWM)", rss.as_deref().unwrap_or("unknown"));
-        let _ = writeln!(s, "  flushed events    {} ({} resync)", v.flushed_events, v.resyncs);
+        let _ = writeln!(
+            s,
+            "  latency           {} (publish -> flushed event received)",
+            opt_latency(v.latency)
+        );
+        let _ = writeln!(
+            s,
+            "  commit latency    {} (publish -> committed_at)",
+            opt_latency(v.commit_latency)
+        );
+        let rss = v
+            .peak_rss_kib
+            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0));
+        let _ = writeln!(
+            s,
+            "  peak RSS          {} (vigil serve VmHWM)",
+            rss.as_deref().unwrap_or("unknown")
+        );
+        let _ = writeln!(
+            s,
+            "  flushed events    {} ({} resync)",
+            v.flushed_events, v.resyncs
+        );
         for w in &v.warnings {
             let _ = writeln!(s, "  warning: {w}");
         }
         if let Some(m) = &self.mosquitto {
-            let _ = writeln!(s, "Mosquitto, same load, one subscriber on '#' at QoS {}, no persistence:", c.qos);
+            let _ = writeln!(
+                s,
+                "Mosquitto, same load, one subscriber on '#' at QoS {}, no persistence:",
+                c.qos
+            );
             let _ = writeln!(s, "  sent              {}", m.sent);
             let _ = writeln!(s, "  acked             {}", ack(m.acked, m.ack_rate_msg_s));
             let _ = writeln!(s, "  received          {} (lost {})", m.received, m.lost);
@@ -1725,13 +1981,19 @@ impl Report {
                 s,
                 "  forwarding rate   {}{}",
                 opt_rate(m.forward_rate_msg_s, "msg/s"),
-                m.forward_span_s.map(|t| format!(" (first publish -> last received: {t} s)")).unwrap_or_default()
+                m.forward_span_s
+                    .map(|t| format!(" (first publish -> last received: {t} s)"))
+                    .unwrap_or_default()
             );
             for w in &m.warnings {
                 let _ = writeln!(s, "  warning: {w}");
             }
             let ratio = self.vigil_vs_mosquitto.map(|r| format!("{r:.2}"));
-            let _ = writeln!(s, "Vigil stored rate / Mosquitto forwarding rate: {}", ratio.as_deref().unwrap_or("unknown"));
+            let _ = writeln!(
+                s,
+                "Vigil stored rate / Mosquitto forwarding rate: {}",
+                ratio.as_deref().unwrap_or("unknown")
+            );
         }
         s
     }
@@ -1749,7 +2011,10 @@ fn opt_rate(rate: Option<f64>, unit: &str) -> String {
 /// `p50 1.2 ms, p99 3.4 ms, max 5.6 ms (n=...)`, or `unknown`.
 fn opt_latency(latency: Option<Latency>) -> String {
     match latency {
-        Some(l) => format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, n={}", l.p50_ms, l.p99_ms, l.max_ms, l.samples),
+        Some(l) => format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, n={}",
+            l.p50_ms, l.p99_ms, l.max_ms, l.samples
+        ),
         None => "unknown".to_owned(),
     }
 }
@@ -1763,9 +2028,15 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.context("cannot connect")?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.context("cannot send the request")?;
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .context("cannot send the request")?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.context("cannot read the response")?;
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .context("cannot read the response")?;
         parse_response(&raw)
     };
     timeout(HTTP_TIMEOUT, exchange)
@@ -1782,7 +2053,8 @@ async fn http_get_json<T: DeserializeOwned>(addr: SocketAddr, path: &str) -> Res
         let text = String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned();
         bail!("GET {path} answered {status}: {text}");
     }
-    serde_json::from_slice(&body).with_context(|| format!("GET {path}: the response is not the JSON the API describes"))
+    serde_json::from_slice(&body)
+        .with_context(|| format!("GET {path}: the response is not the JSON the API describes"))
 }
 
 /// A whole HTTP/1.1 response: status and decoded body.
@@ -1799,7 +2071,12 @@ fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
         decoded
     } else if let Some(length) = head.content_length {
         body.get(..length)
-            .with_context(|| format!("the body has {} bytes, Content-Length says {length}", body.len()))?
+            .with_context(|| {
+                format!(
+                    "the body has {} bytes, Content-Length says {length}",
+                    body.len()
+                )
+            })?
             .to_vec()
     } else {
         body.to_vec()
@@ -1828,14 +2105,26 @@ fn parse_head(head: &[u8]) -> Result<ResponseHead> {
         .next()
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no status code in {status_line}"))?;
-    let mut parsed = ResponseHead { status, chunked: false, content_length: None };
+    let mut parsed = ResponseHead {
+        status,
+        chunked: false,
+        content_length: None,
+    };
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("transfer-encoding") {
-            parsed.chunked = value.split(',').any(|v| v.trim().eq_ignore_ascii_case("chunked"));
+            parsed.chunked = value
+                .split(',')
+                .any(|v| v.trim().eq_ignore_ascii_case("chunked"));
         } else if name.eq_ignore_ascii_case("content-length") {
-            parsed.content_length = Some(value.parse().with_context(|| format!("bad Content-Length: {value}"))?);
+            parsed.content_length = Some(
+                value
+                    .parse()
+                    .with_context(|| format!("bad Content-Length: {value}"))?,
+            );
         }
     }
     Ok(parsed)
@@ -1886,10 +2175,15 @@ impl ChunkedDecoder {
                     let line = &self.pending[pos..pos + eol];
                     let digits = line.split(|&b| b == b';').next().unwrap_or(line);
                     let digits = std::str::from_utf8(digits).unwrap_or_default().trim();
-                    let size = usize::from_str_radix(digits, 16)
-                        .with_context(|| format!("bad chunk size line: {}", String::from_utf8_lossy(line)))?;
+                    let size = usize::from_str_radix(digits, 16).with_context(|| {
+                        format!("bad chunk size line: {}", String::from_utf8_lossy(line))
+                    })?;
                     pos += eol + 2;
-                    self.state = if size == 0 { ChunkState::Done } else { ChunkState::Data(size) };
+                    self.state = if size == 0 {
+                        ChunkState::Done
+                    } else {
+                        ChunkState::Data(size)
+                    };
                 }
                 ChunkState::Data(left) => {
                     let available = self.pending.len() - pos;
@@ -1899,7 +2193,11 @@ impl ChunkedDecoder {
                     let take = left.min(available);
                     out.extend_from_slice(&self.pending[pos..pos + take]);
                     pos += take;
-                    self.state = if take == left { ChunkState::DataEnd } else { ChunkState::Data(left - take) };
+                    self.state = if take == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take)
+                    };
                 }
                 ChunkState::DataEnd => {
                     if self.pending.len() - pos < 2 {
@@ -1961,8 +2259,15 @@ impl SseParser {
     fn line_done(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
         if line.is_empty() {
             if self.has_data {
-                let event = if self.event.is_empty() { "message".to_owned() } else { std::mem::take(&mut self.event) };
-                out.push(SseEvent { event, data: std::mem::take(&mut self.data) });
+                let event = if self.event.is_empty() {
+                    "message".to_owned()
+                } else {
+                    std::mem::take(&mut self.event)
+                };
+                out.push(SseEvent {
+                    event,
+                    data: std::mem::take(&mut self.data),
+                });
             }
             self.event.clear();
             self.data.clear();
@@ -2014,7 +2319,10 @@ mod tests {
         }
         write_payload(&mut buf, 123, sent_us, 100).unwrap();
         let text = std::str::from_utf8(&buf).unwrap();
-        assert!(text.starts_with(r#"{"seq":123,"sent_us":1700000000000000,"temp":22.3,"pad":"xx"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"seq":123,"sent_us":1700000000000000,"temp":22.3,"pad":"xx"#),
+            "{text}"
+        );
         assert_eq!(write_payload(&mut buf, 123, sent_us, 10), Err(minimum + 2));
     }
 
@@ -2033,12 +2341,23 @@ mod tests {
         };
         let e = LoadPlan::from_args(&args).unwrap_err().to_string();
         assert!(e.contains("--payload-size 50 is too small"), "{e}");
-        assert!(LoadPlan::from_args(&IngestArgs { payload_size: 100, ..args }).is_ok());
+        assert!(LoadPlan::from_args(&IngestArgs {
+            payload_size: 100,
+            ..args
+        })
+        .is_ok());
     }
 
     #[test]
     fn shares_add_up() {
-        let plan = LoadPlan { devices: 7, messages: 100, qos: QoS::AtLeastOnce, payload_size: 100, rate: 0, inflight: 1 };
+        let plan = LoadPlan {
+            devices: 7,
+            messages: 100,
+            qos: QoS::AtLeastOnce,
+            payload_size: 100,
+            rate: 0,
+            inflight: 1,
+        };
         let shares: Vec<u64> = (0..7).map(|d| plan.share(d)).collect();
         assert_eq!(shares.iter().sum::<u64>(), 100);
         assert_eq!(shares, [15, 15, 14, 14, 14, 14, 14]);
@@ -2046,11 +2365,24 @@ mod tests {
 
     #[test]
     fn rate_interleaves_devices() {
-        let plan = LoadPlan { devices: 4, messages: 100, qos: QoS::AtMostOnce, payload_size: 100, rate: 1000, inflight: 1 };
+        let plan = LoadPlan {
+            devices: 4,
+            messages: 100,
+            qos: QoS::AtMostOnce,
+            payload_size: 100,
+            rate: 1000,
+            inflight: 1,
+        };
         let start = Instant::now();
         assert_eq!(due_at(&plan, start, 0, 0), Some(start));
-        assert_eq!(due_at(&plan, start, 3, 0), Some(start + Duration::from_millis(3)));
-        assert_eq!(due_at(&plan, start, 1, 2), Some(start + Duration::from_millis(9)));
+        assert_eq!(
+            due_at(&plan, start, 3, 0),
+            Some(start + Duration::from_millis(3))
+        );
+        assert_eq!(
+            due_at(&plan, start, 1, 2),
+            Some(start + Duration::from_millis(9))
+        );
         assert_eq!(due_at(&LoadPlan { rate: 0, ..plan }, start, 1, 2), None);
     }
 
@@ -2072,7 +2404,10 @@ mod tests {
         assert_eq!(percentile(&v, 0.0), Some(1));
         assert_eq!(percentile(&[1, 2, 3, 4], 50.0), Some(2));
         let l = Latency::of(&[1000, 2000, 3000]).unwrap();
-        assert_eq!((l.p50_ms, l.p99_ms, l.max_ms, l.samples), (2.0, 3.0, 3.0, 3));
+        assert_eq!(
+            (l.p50_ms, l.p99_ms, l.max_ms, l.samples),
+            (2.0, 3.0, 3.0, 3)
+        );
     }
 
     #[test]
@@ -2087,9 +2422,18 @@ mod tests {
             assert_eq!(
                 events,
                 [
-                    SseEvent { event: "flushed".into(), data: "{\"a\":1}".into() },
-                    SseEvent { event: "message".into(), data: "one\ntwo".into() },
-                    SseEvent { event: "resync".into(), data: "{}".into() },
+                    SseEvent {
+                        event: "flushed".into(),
+                        data: "{\"a\":1}".into()
+                    },
+                    SseEvent {
+                        event: "message".into(),
+                        data: "one\ntwo".into()
+                    },
+                    SseEvent {
+                        event: "resync".into(),
+                        data: "{}".into()
+                    },
                 ],
                 "split at {split}"
             );
@@ -2098,20 +2442,28 @@ mod tests {
 
     #[test]
     fn chunked_decoder_handles_any_split() {
-        let body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n";
+        let body =
+            b"5\r\nhello\r\n7;ext=1\r\n, world\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n";
         for split in 0..body.len() {
             let mut decoder = ChunkedDecoder::default();
             let mut out = Vec::new();
             let first = decoder.feed(&body[..split], &mut out).unwrap();
             let second = decoder.feed(&body[split..], &mut out).unwrap();
-            assert!(!first || split >= body.len() - 15, "done too early at {split}");
+            assert!(
+                !first || split >= body.len() - 15,
+                "done too early at {split}"
+            );
             assert!(second, "not done at {split}");
             assert_eq!(out, b"hello, world0123456789", "split at {split}");
         }
         let mut out = Vec::new();
-        assert!(!ChunkedDecoder::default().feed(b"5\r\nhel", &mut out).unwrap());
+        assert!(!ChunkedDecoder::default()
+            .feed(b"5\r\nhel", &mut out)
+            .unwrap());
         assert!(ChunkedDecoder::default().feed(b"zz\r\n", &mut out).is_err());
-        assert!(ChunkedDecoder::default().feed(b"2\r\nabXX", &mut out).is_err());
+        assert!(ChunkedDecoder::default()
+            .feed(b"2\r\nabXX", &mut out)
+            .is_err());
     }
 
     #[test]
@@ -2138,25 +2490,46 @@ mod tests {
         for &seq in acked {
             bit_set(&mut bits, seq);
         }
-        DeviceOutcome { share, written, acked: acked.len() as u64, acked_seqs: bits, ..DeviceOutcome::default() }
+        DeviceOutcome {
+            share,
+            written,
+            acked: acked.len() as u64,
+            acked_seqs: bits,
+            ..DeviceOutcome::default()
+        }
     }
 
     #[test]
     fn analysis_counts_loss_duplicates_and_latency() {
         // Device 0 wrote seqs 0..3, all acked; device 1 wrote 0..2, acked 0.
-        let load = LoadOutcome { devices: vec![device(3, 3, &[0, 1, 2]), device(3, 2, &[0])] };
-        let row = |id, device, seq, sent_us| StoredRow { id, device, seq, sent_us };
+        let load = LoadOutcome {
+            devices: vec![device(3, 3, &[0, 1, 2]), device(3, 2, &[0])],
+        };
+        let row = |id, device, seq, sent_us| StoredRow {
+            id,
+            device,
+            seq,
+            sent_us,
+        };
         let rows = vec![
             row(4, 1, 0, 1_000),
             row(1, 0, 0, 1_000),
             row(2, 0, 2, 2_000),
-            row(3, 0, 2, 2_000), // a duplicate
-            row(5, 9, 0, 1_000), // no such device
+            row(3, 0, 2, 2_000),  // a duplicate
+            row(5, 9, 0, 1_000),  // no such device
             row(6, 0, 99, 1_000), // no such seq
         ];
         let flushes = [
-            FlushRecord { received_us: 5_000, last_message_id: 2, committed_at: 4_500 },
-            FlushRecord { received_us: 9_000, last_message_id: 4, committed_at: 8_000 },
+            FlushRecord {
+                received_us: 5_000,
+                last_message_id: 2,
+                committed_at: 4_500,
+            },
+            FlushRecord {
+                received_us: 9_000,
+                last_message_id: 4,
+                committed_at: 8_000,
+            },
         ];
         let a = analyse(&load, true, rows, &flushes);
         assert_eq!(a.stored, 3);

@@ -37,7 +37,9 @@ pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
         .route("/api/publish", post(publish))
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/API.md") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/API.md")
+        })
         .with_state(App { engine, stopping })
 }
 
@@ -73,7 +75,10 @@ impl IntoResponse for ApiError {
 type Params = Query<HashMap<String, String>>;
 
 /// A number from the query string, with a message that names it.
-fn param<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str) -> Result<Option<T>, ApiError> {
+fn param<T: std::str::FromStr>(
+    params: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
     match params.get(name) {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
@@ -91,19 +96,33 @@ async fn devices(State(app): State<App>) -> Result<Response, ApiError> {
 async fn device(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
     match app.engine.device(&id).await? {
         Some(d) => Ok(Json(d).into_response()),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no device '{id}'"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no device '{id}'"),
+        )),
     }
 }
 
-async fn series(State(app): State<App>, Path((id, metric)): Path<(String, String)>, Query(p): Params) -> Result<Response, ApiError> {
+async fn series(
+    State(app): State<App>,
+    Path((id, metric)): Path<(String, String)>,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
     let to = param(&p, "to")?.unwrap_or_else(now_micros);
     let from = param(&p, "from")?.unwrap_or(to - 3_600_000_000);
     let max_points = param(&p, "max_points")?.unwrap_or(1000);
     if app.engine.device(&id).await?.is_none() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no device '{id}'")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no device '{id}'"),
+        ));
     }
-    let series = app.engine.series(&id, &metric, from, to, max_points).await?;
-    let mut body = serde_json::to_value(series).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let series = app
+        .engine
+        .series(&id, &metric, from, to, max_points)
+        .await?;
+    let mut body = serde_json::to_value(series)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     body["device"] = id.into();
     body["metric"] = metric.into();
     Ok(Json(body).into_response())
@@ -112,7 +131,9 @@ async fn series(State(app): State<App>, Path((id, metric)): Path<(String, String
 async fn messages(State(app): State<App>, Query(p): Params) -> Result<Response, ApiError> {
     let limit: u32 = param(&p, "limit")?.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad(format!("'limit' must be between 1 and 10000, not {limit}")));
+        return Err(ApiError::bad(format!(
+            "'limit' must be between 1 and 10000, not {limit}"
+        )));
     }
     let query = MessageQuery {
         topic: p.get("topic").filter(|t| !t.is_empty()).cloned(),
@@ -123,8 +144,16 @@ async fn messages(State(app): State<App>, Query(p): Params) -> Result<Response, 
     Ok(Json(app.engine.messages(&query).await?).into_response())
 }
 
-async fn publish(State(app): State<App>, body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>) -> Result<Response, ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::bad(format!("the request body is not a valid publish request: {}", e.body_text())))?;
+async fn publish(
+    State(app): State<App>,
+    body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body.map_err(|e| {
+        ApiError::bad(format!(
+            "the request body is not a valid publish request: {}",
+            e.body_text()
+        ))
+    })?;
     app.engine.publish(request).await?;
     Ok(Json(serde_json::json!({ "ok": true })).into_response())
 }
@@ -135,8 +164,13 @@ async fn stats(State(app): State<App>) -> Result<Response, ApiError> {
 
 /// Live events. `?types=message,flushed` picks which; a listener that falls
 /// behind gets a `resync` event instead of the ones it missed.
-async fn events(State(app): State<App>, Query(p): Params) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let types: Option<HashSet<String>> = p.get("types").map(|t| t.split(',').map(|s| s.trim().to_owned()).collect());
+async fn events(
+    State(app): State<App>,
+    Query(p): Params,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let types: Option<HashSet<String>> = p
+        .get("types")
+        .map(|t| t.split(',').map(|s| s.trim().to_owned()).collect());
     let mut stopping = app.stopping.clone();
     let stream = BroadcastStream::new(app.engine.subscribe())
         .map(|item| match item {
@@ -144,7 +178,8 @@ async fn events(State(app): State<App>, Query(p): Params) -> Sse<impl Stream<Ite
             Err(BroadcastStreamRecvError::Lagged(_)) => Event::Resync,
         })
         .filter(move |e| {
-            let keep = matches!(e, Event::Resync) || types.as_ref().is_none_or(|t| t.contains(e.name()));
+            let keep =
+                matches!(e, Event::Resync) || types.as_ref().is_none_or(|t| t.contains(e.name()));
             async move { keep }
         })
         .map(|e| Ok(SseEvent::default().event(e.name()).data(event_data(&e))))

@@ -84,7 +84,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         "Vigil is running — MQTT: mqtt://{}  WebSocket: {}  API: http://{}/api/devices  data: {}",
         engine.mqtt_addr(),
-        engine.ws_addr().map(|a| format!("ws://{a}{}", config.broker.ws_path)).unwrap_or_else(|| "off".into()),
+        engine
+            .ws_addr()
+            .map(|a| format!("ws://{a}{}", config.broker.ws_path))
+            .unwrap_or_else(|| "off".into()),
         http_addr,
         config.data_dir.display()
     );
@@ -109,7 +112,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.shutdown().await,
-        Err(_) => anyhow::bail!("the engine was still in use at shutdown; the last messages may not be stored"),
+        Err(_) => anyhow::bail!(
+            "the engine was still in use at shutdown; the last messages may not be stored"
+        ),
     }
     tracing::info!("stopped");
     Ok(())

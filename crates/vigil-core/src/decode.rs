@@ -45,10 +45,16 @@ pub struct Decoded {
 /// understood is reported as `Text` or `Binary` with no metric.
 pub fn decode_payload(payload: &[u8]) -> Decoded {
     if payload.is_empty() {
-        return Decoded { kind: PayloadKind::Empty, metrics: Vec::new() };
+        return Decoded {
+            kind: PayloadKind::Empty,
+            metrics: Vec::new(),
+        };
     }
     let Ok(text) = std::str::from_utf8(payload) else {
-        return Decoded { kind: PayloadKind::Binary, metrics: Vec::new() };
+        return Decoded {
+            kind: PayloadKind::Binary,
+            metrics: Vec::new(),
+        };
     };
     let trimmed = text.trim();
     if let Some(value) = parse_scalar(trimmed) {
@@ -59,10 +65,16 @@ pub fn decode_payload(payload: &[u8]) -> Decoded {
             let mut metrics = Vec::new();
             let mut path = String::new();
             flatten(&json, &mut path, 0, &mut metrics);
-            return Decoded { kind: PayloadKind::Json, metrics };
+            return Decoded {
+                kind: PayloadKind::Json,
+                metrics,
+            };
         }
     }
-    Decoded { kind: PayloadKind::Text, metrics: Vec::new() }
+    Decoded {
+        kind: PayloadKind::Text,
+        metrics: Vec::new(),
+    }
 }
 
 fn parse_scalar(text: &str) -> Option<Decoded> {
@@ -72,23 +84,36 @@ fn parse_scalar(text: &str) -> Option<Decoded> {
         _ => None,
     };
     if let Some(v) = boolean {
-        return Some(Decoded { kind: PayloadKind::Boolean, metrics: vec![(String::new(), v)] });
+        return Some(Decoded {
+            kind: PayloadKind::Boolean,
+            metrics: vec![(String::new(), v)],
+        });
     }
     // Only what looks like a decimal number: Rust also parses "inf" and "NaN".
     let looks_numeric = !text.is_empty()
-        && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
         && text.bytes().any(|b| b.is_ascii_digit());
     if looks_numeric {
         if let Ok(v) = text.parse::<f64>() {
             if v.is_finite() {
-                return Some(Decoded { kind: PayloadKind::Number, metrics: vec![(String::new(), v)] });
+                return Some(Decoded {
+                    kind: PayloadKind::Number,
+                    metrics: vec![(String::new(), v)],
+                });
             }
         }
     }
     None
 }
 
-fn flatten(value: &serde_json::Value, path: &mut String, depth: usize, out: &mut Vec<(String, f64)>) {
+fn flatten(
+    value: &serde_json::Value,
+    path: &mut String,
+    depth: usize,
+    out: &mut Vec<(String, f64)>,
+) {
     if out.len() >= MAX_METRICS_PER_PAYLOAD || depth > MAX_JSON_DEPTH {
         return;
     }
@@ -154,7 +179,9 @@ mod tests {
 
     #[test]
     fn json_is_flattened_by_path() {
-        let d = decode_payload(br#"{"temp": 21.5, "env": {"humidity": 40, "ok": true}, "name": "x", "l": [1, 2]}"#);
+        let d = decode_payload(
+            br#"{"temp": 21.5, "env": {"humidity": 40, "ok": true}, "name": "x", "l": [1, 2]}"#,
+        );
         assert_eq!(d.kind, PayloadKind::Json);
         assert_eq!(
             d.metrics,
@@ -184,7 +211,10 @@ mod tests {
         assert_eq!(decode_payload(b"").kind, PayloadKind::Empty);
         assert_eq!(decode_payload(b"hello").kind, PayloadKind::Text);
         assert_eq!(decode_payload(b"{not json").kind, PayloadKind::Text);
-        assert_eq!(decode_payload(&[0xff, 0xfe, 0x00]).kind, PayloadKind::Binary);
+        assert_eq!(
+            decode_payload(&[0xff, 0xfe, 0x00]).kind,
+            PayloadKind::Binary
+        );
         assert!(metrics("hello").is_empty());
     }
 
@@ -200,7 +230,13 @@ mod tests {
     /// JSON and random bytes never panic and never yield a non-finite value.
     #[test]
     fn random_payloads_never_panic() {
-        let seeds: [&[u8]; 5] = [br#"{"a":{"b":[1,2.5e3,true]},"c":"ON"}"#, b"-12.5", b"[[[[1]]]]", b"OFF", b"\x00\xff{"];
+        let seeds: [&[u8]; 5] = [
+            br#"{"a":{"b":[1,2.5e3,true]},"c":"ON"}"#,
+            b"-12.5",
+            b"[[[[1]]]]",
+            b"OFF",
+            b"\x00\xff{",
+        ];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = move || {
             x ^= x << 13;

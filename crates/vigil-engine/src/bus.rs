@@ -111,7 +111,9 @@ pub struct EventBus {
 
 impl Default for EventBus {
     fn default() -> Self {
-        EventBus { tx: broadcast::channel(CAPACITY).0 }
+        EventBus {
+            tx: broadcast::channel(CAPACITY).0,
+        }
     }
 }
 
@@ -141,9 +143,17 @@ mod tests {
         let bus = EventBus::default();
         let mut rx = bus.subscribe();
         for i in 0..(CAPACITY + 10) as i64 {
-            bus.send(Event::Flushed(FlushedEvent { rows: 1, last_message_id: i, committed_at: 0, oldest_received: 0 }));
+            bus.send(Event::Flushed(FlushedEvent {
+                rows: 1,
+                last_message_id: i,
+                committed_at: 0,
+                oldest_received: 0,
+            }));
         }
-        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(10))));
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(10))
+        ));
         match rx.recv().await {
             Ok(Event::Flushed(f)) => assert_eq!(f.last_message_id, 10),
             other => panic!("unexpected {other:?}"),

@@ -80,13 +80,20 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { retention_days: Some(30), max_bytes: None, flush_rows: 16384, flush_interval_ms: 100 }
+        StoreConfig {
+            retention_days: Some(30),
+            max_bytes: None,
+            flush_rows: 16384,
+            flush_interval_ms: 100,
+        }
     }
 }
 
@@ -100,14 +107,20 @@ pub fn default_data_dir() -> PathBuf {
 impl Config {
     /// Reads a configuration file; settings it leaves out keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, EngineError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| EngineError::Config(format!("cannot read the configuration file {}: {e}", path.display())))?;
-        Config::from_toml(&text).map_err(|e| EngineError::Config(format!("in {}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            EngineError::Config(format!(
+                "cannot read the configuration file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Config::from_toml(&text)
+            .map_err(|e| EngineError::Config(format!("in {}: {e}", path.display())))
     }
 
     /// Parses a configuration from TOML text.
     pub fn from_toml(text: &str) -> Result<Config, EngineError> {
-        let config: Config = toml::from_str(text).map_err(|e| EngineError::Config(format!("invalid configuration: {e}")))?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| EngineError::Config(format!("invalid configuration: {e}")))?;
         config.validate()?;
         Ok(config)
     }
@@ -115,13 +128,20 @@ impl Config {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), EngineError> {
         if self.store.flush_rows == 0 {
-            return Err(EngineError::Config("store.flush_rows must be at least 1".into()));
+            return Err(EngineError::Config(
+                "store.flush_rows must be at least 1".into(),
+            ));
         }
         if self.store.flush_interval_ms == 0 || self.store.flush_interval_ms > 10_000 {
-            return Err(EngineError::Config("store.flush_interval_ms must be between 1 and 10000".into()));
+            return Err(EngineError::Config(
+                "store.flush_interval_ms must be between 1 and 10000".into(),
+            ));
         }
         if !self.broker.ws_path.starts_with('/') {
-            return Err(EngineError::Config(format!("broker.ws_path must start with '/', not '{}'", self.broker.ws_path)));
+            return Err(EngineError::Config(format!(
+                "broker.ws_path must start with '/', not '{}'",
+                self.broker.ws_path
+            )));
         }
         Ok(())
     }
@@ -147,7 +167,8 @@ mod tests {
 
     #[test]
     fn a_partial_file_keeps_the_other_defaults() {
-        let c = Config::from_toml("[broker]\nmax_payload = 2048\n[devices]\ntopic_level = 1\n").unwrap();
+        let c = Config::from_toml("[broker]\nmax_payload = 2048\n[devices]\ntopic_level = 1\n")
+            .unwrap();
         assert_eq!(c.broker.max_payload, 2048);
         assert_eq!(c.devices.topic_level, 1);
         assert_eq!(c.http, HttpConfig::default());
@@ -155,11 +176,17 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let e = Config::from_toml("[broker]\nmqtt_lisen = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        let e = Config::from_toml("[broker]\nmqtt_lisen = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mqtt_lisen"), "{e}");
-        let e = Config::from_toml("[broker]\nmqtt_listen = \"nowhere\"\n").unwrap_err().to_string();
+        let e = Config::from_toml("[broker]\nmqtt_listen = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mqtt_listen") || e.contains("invalid"), "{e}");
-        let e = Config::from_toml("[store]\nflush_rows = 0\n").unwrap_err().to_string();
+        let e = Config::from_toml("[store]\nflush_rows = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("flush_rows"), "{e}");
     }
 }

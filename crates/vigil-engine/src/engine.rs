@@ -1,8 +1,8 @@
 //! The engine: lifecycle and the API both shells call.
 
 use std::collections::HashSet;
-use std::os::unix::fs::DirBuilderExt;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use vigil_broker::Broker;
 use vigil_core::decode::metric_name;
-use vigil_core::{
-    decode_payload, now_micros, ConnectionOutcome, DeviceRule, Message, Observation,
-};
+use vigil_core::{decode_payload, now_micros, ConnectionOutcome, DeviceRule, Message, Observation};
 use vigil_store::{Record, Retention, Store, WriterHandle, WriterOptions};
 
 use crate::bus::{ConnectionEventView, DeviceEvent, Event, EventBus, FlushedEvent, MessageEvent};
@@ -87,9 +85,16 @@ impl Engine {
         config.validate()?;
         // The database holds every message (patients' readings among them):
         // a folder Vigil creates is readable by its owner only.
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.data_dir).map_err(|e| {
-            EngineError::Config(format!("cannot create the data folder {}: {e}", config.data_dir.display()))
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .map_err(|e| {
+                EngineError::Config(format!(
+                    "cannot create the data folder {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?;
         let store = Store::open(&config.database_path()).await?;
         let bus = EventBus::default();
         let flush_bus = bus.clone();
@@ -121,7 +126,10 @@ impl Engine {
         let restored = retained.len();
         for message in retained {
             if let Err(e) = broker.publish(&message.topic, message.payload, true).await {
-                tracing::warn!(topic = message.topic, "could not restore a retained message: {e}");
+                tracing::warn!(
+                    topic = message.topic,
+                    "could not restore a retained message: {e}"
+                );
             }
         }
         if restored > 0 {
@@ -131,11 +139,27 @@ impl Engine {
         let received = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(
-            Ingest { rule: config.devices.clone(), writer: writer.clone(), bus: bus.clone(), known, received: received.clone() }
-                .run(observed, stopped),
+            Ingest {
+                rule: config.devices.clone(),
+                writer: writer.clone(),
+                bus: bus.clone(),
+                known,
+                received: received.clone(),
+            }
+            .run(observed, stopped),
         );
         let retention = tokio::spawn(run_retention(writer, config.store.clone()));
-        Ok(Engine { config, store, broker, bus, observations, received, stop, task, retention })
+        Ok(Engine {
+            config,
+            store,
+            broker,
+            bus,
+            observations,
+            received,
+            stop,
+            task,
+            retention,
+        })
     }
 
     /// The configuration it runs with.
@@ -169,19 +193,39 @@ impl Engine {
     }
 
     /// A metric's values between two times, in at most `max_points` buckets.
-    pub async fn series(&self, device: &str, metric: &str, from: i64, to: i64, max_points: usize) -> Result<Series, EngineError> {
+    pub async fn series(
+        &self,
+        device: &str,
+        metric: &str,
+        from: i64,
+        to: i64,
+        max_points: usize,
+    ) -> Result<Series, EngineError> {
         if from >= to {
-            return Err(EngineError::BadRequest(format!("'from' ({from}) must be before 'to' ({to})")));
+            return Err(EngineError::BadRequest(format!(
+                "'from' ({from}) must be before 'to' ({to})"
+            )));
         }
         if !(1..=10_000).contains(&max_points) {
-            return Err(EngineError::BadRequest(format!("max_points must be between 1 and 10000, not {max_points}")));
+            return Err(EngineError::BadRequest(format!(
+                "max_points must be between 1 and 10000, not {max_points}"
+            )));
         }
-        Ok(self.store.series(device, metric, from, to, max_points).await?)
+        Ok(self
+            .store
+            .series(device, metric, from, to, max_points)
+            .await?)
     }
 
     /// Stored messages, newest first.
     pub async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageView>, EngineError> {
-        Ok(self.store.messages(query).await?.into_iter().map(MessageView::from).collect())
+        Ok(self
+            .store
+            .messages(query)
+            .await?
+            .into_iter()
+            .map(MessageView::from)
+            .collect())
     }
 
     /// Counters.
@@ -201,17 +245,27 @@ impl Engine {
             (None, Some(b64)) => Bytes::from(
                 base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
-                    .map_err(|e| EngineError::BadRequest(format!("payload_base64 is not valid base64: {e}")))?,
+                    .map_err(|e| {
+                        EngineError::BadRequest(format!("payload_base64 is not valid base64: {e}"))
+                    })?,
             ),
             (None, None) => Bytes::new(),
             (Some(_), Some(_)) => {
-                return Err(EngineError::BadRequest("give either 'payload' or 'payload_base64', not both".into()))
+                return Err(EngineError::BadRequest(
+                    "give either 'payload' or 'payload_base64', not both".into(),
+                ))
             }
         };
         if request.qos > 2 {
-            return Err(EngineError::BadRequest(format!("qos must be 0, 1 or 2, not {}", request.qos)));
+            return Err(EngineError::BadRequest(format!(
+                "qos must be 0, 1 or 2, not {}",
+                request.qos
+            )));
         }
-        self.broker.publish(&request.topic, payload.clone(), request.retain).await.map_err(EngineError::BadRequest)?;
+        self.broker
+            .publish(&request.topic, payload.clone(), request.retain)
+            .await
+            .map_err(EngineError::BadRequest)?;
         let message = Message {
             at: now_micros(),
             topic: request.topic,
@@ -223,7 +277,10 @@ impl Engine {
             content_type: None,
             is_will: false,
         };
-        self.observations.send(Observation::Message(message)).await.map_err(|_| EngineError::Stopping)
+        self.observations
+            .send(Observation::Message(message))
+            .await
+            .map_err(|_| EngineError::Stopping)
     }
 
     /// Stops in order: clients are closed, every accepted observation is
@@ -250,7 +307,11 @@ struct Ingest {
 }
 
 impl Ingest {
-    async fn run(mut self, mut observed: mpsc::Receiver<Observation>, mut stop: oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        mut observed: mpsc::Receiver<Observation>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
         loop {
             tokio::select! {
                 // Observations first: on stop, what is queued is still taken.
@@ -283,16 +344,17 @@ impl Ingest {
                     ConnectionOutcome::Refused(why) => ("refused", Some(why.clone())),
                     ConnectionOutcome::Disconnected(why) => ("disconnected", Some(why.to_string())),
                 };
-                self.bus.send(Event::Connection(Arc::new(ConnectionEventView {
-                    at: c.at,
-                    client_id: c.client_id,
-                    username: c.username,
-                    peer: c.peer.to_string(),
-                    transport: c.transport,
-                    version: c.version,
-                    outcome,
-                    reason,
-                })));
+                self.bus
+                    .send(Event::Connection(Arc::new(ConnectionEventView {
+                        at: c.at,
+                        client_id: c.client_id,
+                        username: c.username,
+                        peer: c.peer.to_string(),
+                        transport: c.transport,
+                        version: c.version,
+                        outcome,
+                        reason,
+                    })));
             }
         }
     }
@@ -314,7 +376,10 @@ impl Ingest {
         if let Some(d) = &device {
             if !self.known.contains(d) {
                 self.known.insert(d.clone());
-                self.bus.send(Event::Device(Arc::new(DeviceEvent { id: d.clone(), at: m.at })));
+                self.bus.send(Event::Device(Arc::new(DeviceEvent {
+                    id: d.clone(),
+                    at: m.at,
+                })));
             }
         }
         if self.bus.has_listeners() {
@@ -353,7 +418,10 @@ fn properties_json(m: &Message) -> Option<String> {
     }
     let mut o = serde_json::Map::new();
     if !m.user_properties.is_empty() {
-        o.insert("user_properties".into(), serde_json::to_value(&m.user_properties).unwrap_or_default());
+        o.insert(
+            "user_properties".into(),
+            serde_json::to_value(&m.user_properties).unwrap_or_default(),
+        );
     }
     if let Some(ct) = &m.content_type {
         o.insert("content_type".into(), ct.clone().into());
@@ -366,16 +434,22 @@ fn properties_json(m: &Message) -> Option<String> {
 
 async fn run_retention(writer: WriterHandle, config: crate::config::StoreConfig) {
     let retention = Retention {
-        max_age: config.retention_days.map(|d| Duration::from_secs(d as u64 * 86_400)),
+        max_age: config
+            .retention_days
+            .map(|d| Duration::from_secs(d as u64 * 86_400)),
         max_bytes: config.max_bytes,
     };
     if retention.max_age.is_none() && retention.max_bytes.is_none() {
         return;
     }
     loop {
-        match writer.apply_retention(retention.clone()).await {
+        match writer.apply_retention(retention).await {
             Ok(r) if r.deleted_messages + r.deleted_samples > 0 => {
-                tracing::info!("retention deleted {} message(s) and {} sample(s)", r.deleted_messages, r.deleted_samples)
+                tracing::info!(
+                    "retention deleted {} message(s) and {} sample(s)",
+                    r.deleted_messages,
+                    r.deleted_samples
+                )
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("retention failed: {e}"),

@@ -26,5 +26,5 @@ pub use bus::{Event, EventBus};
 pub use config::{Config, HttpConfig, StoreConfig};
 pub use engine::{Engine, PublishRequest, Stats};
 pub use error::EngineError;
-pub use vigil_store::{Bucket, DeviceRow, MessageQuery, MetricRow, Series, StoreStats};
 pub use view::MessageView;
+pub use vigil_store::{Bucket, DeviceRow, MessageQuery, MetricRow, Series, StoreStats};

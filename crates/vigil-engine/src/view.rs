@@ -43,7 +43,10 @@ impl From<StoredMessage> for MessageView {
             size: m.payload.len(),
             payload_base64: base64::engine::general_purpose::STANDARD.encode(&m.payload),
             payload_text: std::str::from_utf8(&m.payload).ok().map(str::to_owned),
-            properties: m.properties.as_deref().and_then(|p| serde_json::from_str(p).ok()),
+            properties: m
+                .properties
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok()),
             topic: m.topic,
             device: m.device,
             client_id: m.client_id,
