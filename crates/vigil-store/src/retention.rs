@@ -46,9 +46,19 @@ async fn delete_messages_before(
     conn: &mut SqliteConnection,
     cutoff: Micros,
 ) -> Result<u64, sqlx::Error> {
+    delete_in_chunks(conn, DELETE_MESSAGES_BEFORE, cutoff).await
+}
+
+/// Runs a `DELETE ... LIMIT ?2` statement for rows older than `cutoff` until
+/// it deletes fewer than a chunk, so no single transaction step is huge.
+async fn delete_in_chunks(
+    conn: &mut SqliteConnection,
+    statement: &'static str,
+    cutoff: Micros,
+) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     loop {
-        let done = sqlx::query(DELETE_MESSAGES_BEFORE)
+        let done = sqlx::query(statement)
             .bind(cutoff)
             .bind(CHUNK)
             .execute(&mut *conn)
@@ -73,19 +83,7 @@ async fn delete_samples_before(
     conn: &mut SqliteConnection,
     cutoff: Micros,
 ) -> Result<u64, sqlx::Error> {
-    let mut deleted = 0;
-    loop {
-        let done = sqlx::query(DELETE_SAMPLES_BEFORE)
-            .bind(cutoff)
-            .bind(CHUNK)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        deleted += done;
-        if done < CHUNK as u64 {
-            return Ok(deleted);
-        }
-    }
+    delete_in_chunks(conn, DELETE_SAMPLES_BEFORE, cutoff).await
 }
 
 /// Bytes in pages that hold data: what retention can shrink. Free pages are
