@@ -36,6 +36,7 @@ enum BenchCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,5 +60,19 @@ fn main() -> std::process::ExitCode {
             eprintln!("vigil: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc gives each thread that allocates its own arena (up to 8 per core), and
+/// memory freed into one arena is not reused by another: under load that alone
+/// added ~48 MiB to `vigil serve`'s peak RSS (178 → 130 MiB in `vigil bench
+/// ingest`, same throughput; see BENCHMARKS.md). Two arenas are enough for
+/// two busy threads (the tokio workers and the SQLite writer).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; it is called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
