@@ -147,3 +147,27 @@ def test_sigterm_right_after_ready_exits_zero(vigil_factory, tmp_path):
         rc = v.stop(sig=signal.SIGTERM)
         assert rc == 0, (f"run {i}: SIGTERM right after the ready line gave exit code {rc}\n"
                          f"stderr:\n{v.stderr()[-2000:]}")
+
+
+def test_sigterm_with_live_http_clients_keeps_every_acked_message(vigil):
+    """An open event stream and a client stuck halfway through its request must
+    not keep Vigil from stopping in order."""
+    import socket
+
+    from helpers import SseStream
+
+    topic = f"{unique('busy')}/seq"
+    sse = SseStream(vigil.http_addr, "/api/events")
+    stuck = socket.create_connection(vigil.http_addr, timeout=5)
+    stuck.sendall(b"GET /api/devices HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+    try:
+        ing = _ingest_until_busy(vigil, topic)
+        rc = vigil.stop(sig=signal.SIGTERM)
+        acked = ing.finish()
+        assert rc == 0, f"exit code {rc}\n{vigil.stderr()[-3000:]}"
+    finally:
+        sse.close()
+        stuck.close()
+    vigil.start()
+    missing = sorted(set(acked) - _stored_seqs(vigil, topic))
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged messages were lost"

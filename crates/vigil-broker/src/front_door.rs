@@ -59,8 +59,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Every connection and accept task holds a clone; when all are dropped,
     /// `recv` returns `None` and shutdown knows they have finished.
-    tasks_done: mpsc::Receiver<()>,
-    task_token: mpsc::Sender<()>,
+    tasks_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    task_token: std::sync::Mutex<Option<mpsc::Sender<()>>>,
 }
 
 struct Shared {
@@ -132,8 +132,8 @@ impl Broker {
             mqtt_addr,
             ws_addr,
             shutdown,
-            tasks_done,
-            task_token,
+            tasks_done: tokio::sync::Mutex::new(tasks_done),
+            task_token: std::sync::Mutex::new(Some(task_token)),
         })
     }
 
@@ -178,10 +178,17 @@ impl Broker {
     /// Stops accepting, closes every client connection (MQTT 5 clients are told
     /// the server is shutting down) and waits, at most `grace`, until every
     /// connection has handed its last observation over.
-    pub async fn shutdown(mut self, grace: Duration) {
+    /// Calling it again waits again; it never fails.
+    pub async fn shutdown(&self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        drop(self.task_token);
-        if timeout(grace, self.tasks_done.recv()).await.is_err() {
+        drop(
+            self.task_token
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let mut tasks_done = self.tasks_done.lock().await;
+        if timeout(grace, tasks_done.recv()).await.is_err() {
             tracing::warn!("some client connections did not close within {grace:?}");
         }
     }

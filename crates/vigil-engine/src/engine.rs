@@ -73,8 +73,8 @@ pub struct Engine {
     bus: EventBus,
     observations: mpsc::Sender<Observation>,
     received: Arc<AtomicU64>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     retention: JoinHandle<()>,
 }
 
@@ -156,8 +156,8 @@ impl Engine {
             bus,
             observations,
             received,
-            stop,
-            task,
+            stop: std::sync::Mutex::new(Some(stop)),
+            task: tokio::sync::Mutex::new(Some(task)),
             retention,
         })
     }
@@ -284,14 +284,19 @@ impl Engine {
     }
 
     /// Stops in order: clients are closed, every accepted observation is
-    /// stored, the database is closed.
-    pub async fn shutdown(self) {
+    /// stored, the database is closed. It takes `&self` so a shell can stop
+    /// the engine while requests still hold it; afterwards every call fails
+    /// with [`EngineError::Stopping`] or an error of the closed store.
+    pub async fn shutdown(&self) {
         self.retention.abort();
         self.broker.shutdown(Duration::from_secs(5)).await;
-        drop(self.observations);
-        let _ = self.stop.send(());
-        if let Err(e) = self.task.await {
-            tracing::error!("the engine task failed: {e}");
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.lock().await.take() {
+            if let Err(e) = task.await {
+                tracing::error!("the engine task failed: {e}");
+            }
         }
         self.store.close().await;
     }
