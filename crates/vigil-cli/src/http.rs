@@ -163,7 +163,8 @@ async fn stats(State(app): State<App>) -> Result<Response, ApiError> {
 }
 
 /// Live events. `?types=message,flushed` picks which; a listener that falls
-/// behind gets a `resync` event instead of the ones it missed.
+/// behind gets a `resync` event instead of the ones it missed. Message events
+/// come from their own channel, subscribed only when asked for.
 async fn events(
     State(app): State<App>,
     Query(p): Params,
@@ -171,15 +172,23 @@ async fn events(
     let types: Option<HashSet<String>> = p
         .get("types")
         .map(|t| t.split(',').map(|s| s.trim().to_owned()).collect());
-    let mut stopping = app.stopping.clone();
-    let stream = BroadcastStream::new(app.engine.subscribe())
-        .map(|item| match item {
+    let wants = move |name: &str| types.as_ref().is_none_or(|t| t.contains(name));
+    let subscription = app.engine.subscribe(wants("message"));
+    let live = |rx| {
+        BroadcastStream::new(rx).map(|item| match item {
             Ok(event) => event,
             Err(BroadcastStreamRecvError::Lagged(_)) => Event::Resync,
         })
+    };
+    let others = live(subscription.others).boxed();
+    let merged = match subscription.messages {
+        Some(messages) => futures_util::stream::select(others, live(messages)).boxed(),
+        None => others,
+    };
+    let mut stopping = app.stopping.clone();
+    let stream = merged
         .filter(move |e| {
-            let keep =
-                matches!(e, Event::Resync) || types.as_ref().is_none_or(|t| t.contains(e.name()));
+            let keep = matches!(e, Event::Resync) || wants(e.name());
             async move { keep }
         })
         .map(|e| Ok(SseEvent::default().event(e.name()).data(event_data(&e))))

@@ -1,8 +1,12 @@
 //! Live events for the shells (SSE today, Tauri events with the desktop).
 //!
-//! A broadcast channel of bounded size: sending never waits, and a listener
+//! Broadcast channels of bounded size: sending never waits, and a listener
 //! that falls behind loses the oldest events and is told so, so it can reload
 //! what it shows ([`Event::Resync`] is produced by the listener's side).
+//!
+//! Message events (one per message, tens of thousands a second) travel on a
+//! channel of their own: a listener that wants only connections, devices or
+//! commits never has to keep pace with the message stream.
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -106,13 +110,24 @@ pub struct DeviceEvent {
 /// The sending side, shared by the engine and the store writer.
 #[derive(Clone)]
 pub struct EventBus {
-    tx: broadcast::Sender<Event>,
+    messages: broadcast::Sender<Event>,
+    others: broadcast::Sender<Event>,
+}
+
+/// A listener's receiving side: the other events always, the message events
+/// only if asked for.
+pub struct Subscription {
+    /// Message events, if subscribed.
+    pub messages: Option<broadcast::Receiver<Event>>,
+    /// Connections, devices, commits.
+    pub others: broadcast::Receiver<Event>,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
         EventBus {
-            tx: broadcast::channel(CAPACITY).0,
+            messages: broadcast::channel(CAPACITY).0,
+            others: broadcast::channel(CAPACITY).0,
         }
     }
 }
@@ -120,17 +135,25 @@ impl Default for EventBus {
 impl EventBus {
     /// Sends an event to every listener; never waits.
     pub fn send(&self, event: Event) {
-        let _ = self.tx.send(event);
+        let channel = match event {
+            Event::Message(_) => &self.messages,
+            _ => &self.others,
+        };
+        let _ = channel.send(event);
     }
 
     /// A new listener, starting with the next event.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.tx.subscribe()
+    pub fn subscribe(&self, with_messages: bool) -> Subscription {
+        Subscription {
+            messages: with_messages.then(|| self.messages.subscribe()),
+            others: self.others.subscribe(),
+        }
     }
 
-    /// Whether anyone listens (so the engine can skip building events).
-    pub fn has_listeners(&self) -> bool {
-        self.tx.receiver_count() > 0
+    /// Whether anyone listens to message events (so the engine can skip
+    /// building them).
+    pub fn has_message_listeners(&self) -> bool {
+        self.messages.receiver_count() > 0
     }
 }
 
@@ -141,14 +164,9 @@ mod tests {
     #[tokio::test]
     async fn a_slow_listener_is_told_it_lagged_and_the_sender_never_waits() {
         let bus = EventBus::default();
-        let mut rx = bus.subscribe();
+        let mut rx = bus.subscribe(false).others;
         for i in 0..(CAPACITY + 10) as i64 {
-            bus.send(Event::Flushed(FlushedEvent {
-                rows: 1,
-                last_message_id: i,
-                committed_at: 0,
-                oldest_received: 0,
-            }));
+            bus.send(flushed(i));
         }
         assert!(matches!(
             rx.recv().await,
@@ -158,5 +176,47 @@ mod tests {
             Ok(Event::Flushed(f)) => assert_eq!(f.last_message_id, 10),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_messages_does_not_push_other_events_out() {
+        let bus = EventBus::default();
+        let mut quiet = bus.subscribe(false);
+        assert!(quiet.messages.is_none());
+        assert!(!bus.has_message_listeners());
+        let mut loud = bus.subscribe(true);
+        bus.send(flushed(1));
+        for _ in 0..(2 * CAPACITY) {
+            bus.send(Event::Message(Arc::new(MessageEvent {
+                at: 0,
+                topic: "t".into(),
+                device: None,
+                client_id: None,
+                qos: 0,
+                retain: false,
+                size: 0,
+            })));
+        }
+        bus.send(flushed(2));
+        for want in [1, 2] {
+            match quiet.others.recv().await {
+                Ok(Event::Flushed(f)) => assert_eq!(f.last_message_id, want),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let messages = loud.messages.as_mut().unwrap();
+        assert!(matches!(
+            messages.recv().await,
+            Err(broadcast::error::RecvError::Lagged(_))
+        ));
+    }
+
+    fn flushed(id: i64) -> Event {
+        Event::Flushed(FlushedEvent {
+            rows: 1,
+            last_message_id: id,
+            committed_at: 0,
+            oldest_received: 0,
+        })
     }
 }

@@ -16,7 +16,9 @@ use vigil_core::decode::metric_name;
 use vigil_core::{decode_payload, now_micros, ConnectionOutcome, DeviceRule, Message, Observation};
 use vigil_store::{Record, Retention, Store, WriterHandle, WriterOptions};
 
-use crate::bus::{ConnectionEventView, DeviceEvent, Event, EventBus, FlushedEvent, MessageEvent};
+use crate::bus::{
+    ConnectionEventView, DeviceEvent, Event, EventBus, FlushedEvent, MessageEvent, Subscription,
+};
 use crate::config::Config;
 use crate::error::EngineError;
 use crate::view::MessageView;
@@ -178,8 +180,8 @@ impl Engine {
     }
 
     /// Live events.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.bus.subscribe()
+    pub fn subscribe(&self, with_messages: bool) -> Subscription {
+        self.bus.subscribe(with_messages)
     }
 
     /// Every device, with its last values.
@@ -387,7 +389,7 @@ impl Ingest {
                 })));
             }
         }
-        if self.bus.has_listeners() {
+        if self.bus.has_message_listeners() {
             self.bus.send(Event::Message(Arc::new(MessageEvent {
                 at: m.at,
                 topic: m.topic.clone(),

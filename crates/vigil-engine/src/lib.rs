@@ -22,7 +22,7 @@ mod engine;
 mod error;
 pub mod view;
 
-pub use bus::{Event, EventBus};
+pub use bus::{Event, EventBus, Subscription};
 pub use config::{Config, HttpConfig, StoreConfig};
 pub use engine::{Engine, PublishRequest, Stats};
 pub use error::EngineError;
