@@ -775,7 +775,6 @@ impl Upstream {
         }
         let chunk = self.buf.split_to(end).freeze();
         let mut at = 0;
-        let forward_from = 0;
         let mut ends = None;
         while at < chunk.len() {
             let Ok(Some(h)) = codec::parse_frame_header(&chunk[at..]) else {
@@ -826,8 +825,10 @@ impl Upstream {
             }
             at = frame_end;
         }
-        if at > forward_from {
-            if let Err(e) = self.router.write_all(&chunk[forward_from..at]).await {
+        // Everything before `at` is forwarded unchanged; a packet that ends
+        // the connection is not.
+        if at > 0 {
+            if let Err(e) = self.router.write_all(&chunk[..at]).await {
                 return Err(DisconnectReason::ServerClosed(format!(
                     "the router connection broke: {e}"
                 )));
