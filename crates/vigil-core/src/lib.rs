@@ -16,12 +16,14 @@
 //! and fuzzed in isolation.
 #![deny(missing_docs)]
 
+pub mod convention;
 pub mod decode;
 pub mod identity;
 pub mod observation;
 pub mod time;
 
-pub use decode::{decode_payload, Decoded, PayloadKind};
+pub use convention::{Convention, Conventions, ConventionsConfig, DeviceRef, Fact, Interpretation, MessageRef};
+pub use decode::{decode_payload, Decoded, Metric, PayloadKind};
 pub use identity::DeviceRule;
 pub use observation::{
     ConnectionEvent, ConnectionOutcome, DisconnectReason, Message, MqttVersion, Observation,

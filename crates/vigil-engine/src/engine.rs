@@ -376,7 +376,7 @@ impl Ingest {
             Some(_) => decode_payload(&m.payload)
                 .metrics
                 .into_iter()
-                .map(|(path, value)| (metric_name(rest, &path), value))
+                .map(|m| (metric_name(rest, &m.name), m.value))
                 .collect(),
             None => Vec::new(),
         };

@@ -8,5 +8,5 @@ use vigil_core::decode::{decode_payload, MAX_METRICS_PER_PAYLOAD};
 fuzz_target!(|data: &[u8]| {
     let decoded = decode_payload(data);
     assert!(decoded.metrics.len() <= MAX_METRICS_PER_PAYLOAD);
-    assert!(decoded.metrics.iter().all(|(_, v)| v.is_finite()));
+    assert!(decoded.metrics.iter().all(|m| m.value.is_finite()));
 });

@@ -8,6 +8,8 @@
 
 use serde::Serialize;
 
+use crate::time::Micros;
+
 /// How many metrics one payload may yield; the rest are ignored so a hostile
 /// payload cannot create unbounded series.
 pub const MAX_METRICS_PER_PAYLOAD: usize = 256;
@@ -32,13 +34,40 @@ pub enum PayloadKind {
     Binary,
 }
 
+/// One numeric reading found in a payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metric {
+    /// Its name: the path inside the payload (`env.humidity`), empty for a
+    /// scalar payload; a convention or the engine prefixes it as needed.
+    pub name: String,
+    /// The value, always finite.
+    pub value: f64,
+    /// Its unit, when the payload says (SenML `u`, Sparkplug, discovery).
+    pub unit: Option<String>,
+    /// When it was measured, when the payload says (SenML time, Sparkplug
+    /// timestamp); otherwise the message's arrival time applies.
+    pub at: Option<Micros>,
+}
+
+impl Metric {
+    /// A reading with no unit and no time of its own.
+    pub fn new(name: impl Into<String>, value: f64) -> Metric {
+        Metric {
+            name: name.into(),
+            value,
+            unit: None,
+            at: None,
+        }
+    }
+}
+
 /// The result of decoding a payload.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decoded {
     /// What the payload was.
     pub kind: PayloadKind,
-    /// Metrics found, as (path, value). The path is empty for a scalar payload.
-    pub metrics: Vec<(String, f64)>,
+    /// Metrics found. The name is empty for a scalar payload.
+    pub metrics: Vec<Metric>,
 }
 
 /// Decodes a payload into its numeric metrics. Never fails: what cannot be
@@ -86,7 +115,7 @@ fn parse_scalar(text: &str) -> Option<Decoded> {
     if let Some(v) = boolean {
         return Some(Decoded {
             kind: PayloadKind::Boolean,
-            metrics: vec![(String::new(), v)],
+            metrics: vec![Metric::new(String::new(), v)],
         });
     }
     // Only what looks like a decimal number: Rust also parses "inf" and "NaN".
@@ -100,7 +129,7 @@ fn parse_scalar(text: &str) -> Option<Decoded> {
             if v.is_finite() {
                 return Some(Decoded {
                     kind: PayloadKind::Number,
-                    metrics: vec![(String::new(), v)],
+                    metrics: vec![Metric::new(String::new(), v)],
                 });
             }
         }
@@ -112,7 +141,7 @@ fn flatten(
     value: &serde_json::Value,
     path: &mut String,
     depth: usize,
-    out: &mut Vec<(String, f64)>,
+    out: &mut Vec<Metric>,
 ) {
     if out.len() >= MAX_METRICS_PER_PAYLOAD || depth > MAX_JSON_DEPTH {
         return;
@@ -120,14 +149,14 @@ fn flatten(
     match value {
         serde_json::Value::Number(n) => {
             if let Some(v) = n.as_f64().filter(|v| v.is_finite()) {
-                out.push((path.clone(), v));
+                out.push(Metric::new(path.clone(), v));
             }
         }
-        serde_json::Value::Bool(b) => out.push((path.clone(), if *b { 1.0 } else { 0.0 })),
+        serde_json::Value::Bool(b) => out.push(Metric::new(path.clone(), if *b { 1.0 } else { 0.0 })),
         serde_json::Value::String(s) => {
             if let Some(d) = parse_scalar(s.trim()) {
                 if d.kind == PayloadKind::Boolean && !path.is_empty() {
-                    out.push((path.clone(), d.metrics[0].1));
+                    out.push(Metric::new(path.clone(), d.metrics[0].value));
                 }
             }
         }
@@ -174,7 +203,11 @@ mod tests {
     use super::*;
 
     fn metrics(p: &str) -> Vec<(String, f64)> {
-        decode_payload(p.as_bytes()).metrics
+        pairs(&decode_payload(p.as_bytes()))
+    }
+
+    fn pairs(d: &Decoded) -> Vec<(String, f64)> {
+        d.metrics.iter().map(|m| (m.name.clone(), m.value)).collect()
     }
 
     #[test]
@@ -184,7 +217,7 @@ mod tests {
         );
         assert_eq!(d.kind, PayloadKind::Json);
         assert_eq!(
-            d.metrics,
+            pairs(&d),
             vec![
                 ("env.humidity".into(), 40.0),
                 ("env.ok".into(), 1.0),
@@ -259,7 +292,7 @@ mod tests {
             }
             let d = decode_payload(&p);
             assert!(d.metrics.len() <= MAX_METRICS_PER_PAYLOAD);
-            assert!(d.metrics.iter().all(|(_, v)| v.is_finite()), "{p:?}");
+            assert!(d.metrics.iter().all(|m| m.value.is_finite()), "{p:?}");
         }
     }
 

@@ -1,0 +1,337 @@
+//! Device conventions: what a message says about a device beyond its numbers.
+//!
+//! Devices do not agree on topics. Homie, Home Assistant discovery, Tasmota,
+//! Shelly, ESPHome, Zigbee2MQTT and Sparkplug B each have their own layout for
+//! a device's data, its description and its presence (birth, last will). The
+//! [`Conventions`] interpreter reads every message once and says which device
+//! it belongs to and what it tells about that device, as a list of [`Fact`]s.
+//! It keeps what discovery messages teach (Home Assistant state and
+//! availability topics, Sparkplug metric aliases and `bdSeq`, Zigbee2MQTT's
+//! device list) in bounded in-memory tables; the engine rebuilds them at start
+//! by feeding it the stored retained messages again.
+//!
+//! Pure: no I/O, no clock (times come with the message), so every rule is
+//! tested with the example messages of the convention's own documentation.
+
+mod generic;
+mod home_assistant;
+mod homie;
+mod shelly;
+mod sparkplug;
+mod tasmota;
+mod zigbee2mqtt;
+mod esphome;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::Metric;
+use crate::time::Micros;
+
+pub use generic::GenericAvailability;
+
+/// Which convention recognised a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Convention {
+    /// No convention: the device is named by a topic level ([`crate::DeviceRule`]).
+    Topic,
+    /// A user-defined availability topic ([`GenericAvailability`]).
+    Generic,
+    /// Homie v4 or v5.
+    Homie,
+    /// Home Assistant MQTT discovery.
+    HomeAssistant,
+    /// Tasmota.
+    Tasmota,
+    /// Shelly Gen1 or Gen2+.
+    Shelly,
+    /// ESPHome.
+    Esphome,
+    /// Zigbee2MQTT.
+    Zigbee2mqtt,
+    /// Sparkplug B.
+    Sparkplug,
+    /// CoAP (the CoAP issue fills this in).
+    Coap,
+}
+
+impl Convention {
+    /// The name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Convention::Topic => "topic",
+            Convention::Generic => "generic",
+            Convention::Homie => "homie",
+            Convention::HomeAssistant => "home_assistant",
+            Convention::Tasmota => "tasmota",
+            Convention::Shelly => "shelly",
+            Convention::Esphome => "esphome",
+            Convention::Zigbee2mqtt => "zigbee2mqtt",
+            Convention::Sparkplug => "sparkplug",
+            Convention::Coap => "coap",
+        }
+    }
+
+    /// The inverse of [`Convention::as_str`].
+    pub fn parse(s: &str) -> Option<Convention> {
+        Some(match s {
+            "topic" => Convention::Topic,
+            "generic" => Convention::Generic,
+            "homie" => Convention::Homie,
+            "home_assistant" => Convention::HomeAssistant,
+            "tasmota" => Convention::Tasmota,
+            "shelly" => Convention::Shelly,
+            "esphome" => Convention::Esphome,
+            "zigbee2mqtt" => Convention::Zigbee2mqtt,
+            "sparkplug" => Convention::Sparkplug,
+            "coap" => Convention::Coap,
+            _ => return None,
+        })
+    }
+}
+
+/// A device as a convention names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct DeviceRef {
+    /// The device's key: the convention's own id for it (Homie device id,
+    /// Tasmota topic, Shelly id, ESPHome node name, Zigbee2MQTT friendly name,
+    /// Home Assistant device identifier, Sparkplug `group/node[/device]`).
+    /// Unique across conventions in practice; it is the device's id in the API.
+    pub key: String,
+    /// Who recognised it.
+    pub convention: Convention,
+    /// The topic prefix under which the device publishes (for the device
+    /// page and for commands), e.g. `homie/thermostat` or `tele/plug1`.
+    pub root: String,
+}
+
+/// What a device says about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
+    /// Human name given by the device or its convention.
+    pub name: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Manufacturer.
+    pub manufacturer: Option<String>,
+    /// Firmware or software version.
+    pub firmware: Option<String>,
+}
+
+impl DeviceInfo {
+    /// Whether nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.model.is_none()
+            && self.manufacturer.is_none()
+            && self.firmware.is_none()
+    }
+}
+
+/// Presence as a device (or its last will) announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Announced {
+    /// Alive (`ready`, `online`, `Online`, `true`, a birth certificate).
+    Online,
+    /// Gone (`offline`, `lost`, `disconnected`, a last will, a death certificate).
+    Offline,
+    /// Expected to be quiet (Homie `sleeping`).
+    Sleeping,
+}
+
+/// One thing a message tells about one device.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fact {
+    /// The device describes itself.
+    Info(DeviceInfo),
+    /// The device announces its presence. `reason` says in words what was
+    /// heard, for the presence history: "Tasmota LWT: Offline",
+    /// "Homie $state: sleeping", "Sparkplug NDEATH (bdSeq 3)".
+    Presence {
+        /// The announced state.
+        state: Announced,
+        /// What was heard.
+        reason: String,
+    },
+    /// A numeric reading (with its unit when the convention gives one).
+    Metric(Metric),
+    /// A metric's unit, declared by discovery before any reading arrives.
+    Unit {
+        /// The metric name, as [`Fact::Metric`] will name it.
+        metric: String,
+        /// The unit (`°C`, `%`, `W`).
+        unit: String,
+    },
+    /// How long the device may stay silent before it is stale (Home
+    /// Assistant `expire_after`), in microseconds.
+    StaleAfter(Micros),
+    /// Every metric of the device is stale now (Sparkplug death).
+    MetricsStale,
+}
+
+/// What one message means.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Interpretation {
+    /// The device the message is stored under. `None`: no convention claims
+    /// it, and the engine falls back to its topic rule.
+    pub owner: Option<DeviceRef>,
+    /// Facts about devices: usually the owner, sometimes others (a
+    /// Zigbee2MQTT device list describes every device; a Sparkplug node's
+    /// death makes its devices offline too).
+    pub facts: Vec<(DeviceRef, Fact)>,
+    /// Whether the owner's readings are all in `facts` (`true`), or the
+    /// engine should decode the payload generically (`false`).
+    pub metrics_given: bool,
+}
+
+/// A message, as the interpreter sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRef<'a> {
+    /// When it arrived.
+    pub at: Micros,
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its payload, whole.
+    pub payload: &'a [u8],
+    /// Whether it was published retained (or restored from the store's
+    /// retained messages at start).
+    pub retain: bool,
+    /// The publishing client, when known.
+    pub client_id: Option<&'a str>,
+}
+
+/// Which conventions are on, and their prefixes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConventionsConfig {
+    /// Home Assistant discovery prefix.
+    pub home_assistant_prefix: String,
+    /// Zigbee2MQTT base topic.
+    pub zigbee2mqtt_prefix: String,
+    /// Homie base topic.
+    pub homie_prefix: String,
+    /// Conventions switched off by the user (by [`Convention::as_str`] name).
+    pub disabled: Vec<String>,
+    /// User-defined availability topics.
+    pub generic: Vec<GenericAvailability>,
+}
+
+impl Default for ConventionsConfig {
+    fn default() -> Self {
+        ConventionsConfig {
+            home_assistant_prefix: "homeassistant".into(),
+            zigbee2mqtt_prefix: "zigbee2mqtt".into(),
+            homie_prefix: "homie".into(),
+            disabled: Vec::new(),
+            generic: Vec::new(),
+        }
+    }
+}
+
+impl ConventionsConfig {
+    /// Checks the generic rules and the disabled names; the error says what
+    /// is wrong in words.
+    pub fn validate(&self) -> Result<(), String> {
+        for name in &self.disabled {
+            if Convention::parse(name).is_none() {
+                return Err(format!(
+                    "conventions.disabled: unknown convention '{name}' (known: generic, homie, home_assistant, tasmota, shelly, esphome, zigbee2mqtt, sparkplug)"
+                ));
+            }
+        }
+        for rule in &self.generic {
+            rule.validate()?;
+        }
+        Ok(())
+    }
+
+    fn enabled(&self, c: Convention) -> bool {
+        !self.disabled.iter().any(|d| d == c.as_str())
+    }
+}
+
+/// How many entries each learned table may hold; past it the oldest are
+/// forgotten, so a flood of discovery messages cannot grow memory unbounded.
+pub const MAX_LEARNED: usize = 100_000;
+
+/// The interpreter: one per engine, fed every message in arrival order.
+#[derive(Debug)]
+pub struct Conventions {
+    config: ConventionsConfig,
+    generic: generic::Generic,
+    homie: homie::Homie,
+    home_assistant: home_assistant::HomeAssistant,
+    tasmota: tasmota::Tasmota,
+    shelly: shelly::Shelly,
+    esphome: esphome::Esphome,
+    zigbee2mqtt: zigbee2mqtt::Zigbee2mqtt,
+    sparkplug: sparkplug::Sparkplug,
+}
+
+impl Conventions {
+    /// An interpreter that knows nothing yet.
+    pub fn new(config: ConventionsConfig) -> Conventions {
+        Conventions {
+            generic: generic::Generic::new(&config.generic),
+            homie: homie::Homie::new(&config.homie_prefix),
+            home_assistant: home_assistant::HomeAssistant::new(&config.home_assistant_prefix),
+            tasmota: tasmota::Tasmota::default(),
+            shelly: shelly::Shelly::default(),
+            esphome: esphome::Esphome::default(),
+            zigbee2mqtt: zigbee2mqtt::Zigbee2mqtt::new(&config.zigbee2mqtt_prefix),
+            sparkplug: sparkplug::Sparkplug::default(),
+            config,
+        }
+    }
+
+    /// What `message` means. The first convention that claims the message
+    /// wins; the order puts explicit prefixes (`homie/`, `spBv1.0/`, ...)
+    /// before topics learned from discovery, and those before the loose
+    /// shapes (`<node>/status`, `<prefix>/online`).
+    pub fn interpret(&mut self, message: MessageRef<'_>) -> Interpretation {
+        let c = &self.config;
+        if c.enabled(Convention::Generic) {
+            if let Some(i) = self.generic.interpret(message) {
+                return i;
+            }
+        }
+        if c.enabled(Convention::Sparkplug) {
+            if let Some(i) = self.sparkplug.interpret(message) {
+                return i;
+            }
+        }
+        if c.enabled(Convention::Homie) {
+            if let Some(i) = self.homie.interpret(message) {
+                return i;
+            }
+        }
+        if c.enabled(Convention::HomeAssistant) {
+            if let Some(i) = self.home_assistant.interpret(message) {
+                return i;
+            }
+        }
+        if c.enabled(Convention::Zigbee2mqtt) {
+            if let Some(i) = self.zigbee2mqtt.interpret(message) {
+                return i;
+            }
+        }
+        if c.enabled(Convention::Tasmota) {
+            if let Some(i) = self.tasmota.interpret(message) {
+                return i;
+            }
+        }
+        if c.enabled(Convention::Shelly) {
+            if let Some(i) = self.shelly.interpret(message) {
+                return i;
+            }
+        }
+        if c.enabled(Convention::Esphome) {
+            if let Some(i) = self.esphome.interpret(message) {
+                return i;
+            }
+        }
+        Interpretation::default()
+    }
+}
