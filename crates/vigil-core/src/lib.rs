@@ -16,10 +16,12 @@
 //! and fuzzed in isolation.
 #![deny(missing_docs)]
 
+pub mod alert;
 pub mod convention;
 pub mod decode;
 pub mod identity;
 pub mod observation;
+pub mod presence;
 pub mod time;
 
 pub use convention::{Convention, Conventions, ConventionsConfig, DeviceRef, Fact, Interpretation, MessageRef};
@@ -29,4 +31,5 @@ pub use observation::{
     ConnectionEvent, ConnectionOutcome, DisconnectReason, Message, MqttVersion, Observation,
     Transport, UserProperty,
 };
+pub use presence::PresenceState;
 pub use time::{now_micros, Micros};

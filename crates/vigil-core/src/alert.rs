@@ -1,0 +1,1 @@
+//! Alert rules and their evaluation (stub: to be written).
