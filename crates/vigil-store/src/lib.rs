@@ -28,6 +28,9 @@
 //! space back without a full `VACUUM`).
 #![deny(missing_docs)]
 
+mod apply;
+mod changes;
+mod devices;
 mod error;
 mod retention;
 mod sql;
@@ -37,11 +40,13 @@ mod testutil;
 mod types;
 mod writer;
 
+pub use changes::{AlertRow, Change, DeviceDescription, DeviceSettings, WebhookDelivery};
+pub use devices::{DeviceRow, MetricRow, PresenceChange};
 pub use error::StoreError;
 pub use store::Store;
 pub use types::{
-    Bucket, DeviceRow, Flushed, MessageQuery, MetricRow, Record, RetainedMessage, Retention,
-    RetentionReport, Series, StoreStats, StoredMessage, WriterOptions,
+    Bucket, Flushed, MessageQuery, Record, RetainedMessage, Retention, RetentionReport, Sample,
+    Series, StoreStats, StoredMessage, WriterOptions,
 };
 pub use vigil_core::Micros;
 pub use writer::WriterHandle;

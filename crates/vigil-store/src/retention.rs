@@ -262,7 +262,10 @@ mod tests {
         let payload = vec![b'p'; 1000];
         let records = (0..4000).map(|i| Record {
             payload: payload.clone().into(),
-            samples: vec![("x".into(), i as f64), ("y".into(), 0.0)],
+            samples: vec![
+                crate::Sample::new("x", i as f64),
+                crate::Sample::new("y", 0.0),
+            ],
             device: Some(format!("d{}", i % 5)),
             ..record(1_000_000 + i * 1000, &format!("t/{}", i % 5), b"")
         });

@@ -14,8 +14,8 @@ use vigil_core::Micros;
 
 use crate::error::StoreError;
 use crate::types::{
-    Bucket, DeviceRow, Flushed, MessageQuery, MetricRow, RetainedMessage, Series, StoreStats,
-    StoredMessage, WriterOptions,
+    Bucket, Flushed, MessageQuery, RetainedMessage, Series, StoreStats, StoredMessage,
+    WriterOptions,
 };
 use crate::writer::{self, WriterHandle};
 
@@ -32,7 +32,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// every clone talks to the same file.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Store {
@@ -235,26 +235,6 @@ impl Store {
         ))
     }
 
-    /// All devices, ordered by key, each with the latest value of its metrics.
-    pub async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
-        let rows = sqlx::query(DEVICE_SELECT_ALL)
-            .fetch_all(&self.inner.read)
-            .await
-            .map_err(self.inner.query_error("reading devices"))?;
-        device_rows(&rows).map_err(self.inner.query_error("reading devices"))
-    }
-
-    /// One device by key, or `None` if Vigil never saw it.
-    pub async fn device(&self, key: &str) -> Result<Option<DeviceRow>, StoreError> {
-        let rows = sqlx::query(DEVICE_SELECT_ONE)
-            .bind(key)
-            .fetch_all(&self.inner.read)
-            .await
-            .map_err(self.inner.query_error("reading a device"))?;
-        let mut devices = device_rows(&rows).map_err(self.inner.query_error("reading a device"))?;
-        Ok(devices.pop())
-    }
-
     /// The samples of `metric` of `device` in `[from, to)`, downsampled to at
     /// most `max_points` buckets of equal width (each with min, max, mean and
     /// count). Empty buckets are left out. An unknown device or metric gives
@@ -447,7 +427,6 @@ impl Store {
         self.inner.read.close().await;
     }
 
-    #[cfg(test)]
     pub(crate) fn read_pool(&self) -> &SqlitePool {
         &self.inner.read
     }
@@ -498,48 +477,6 @@ fn bucket_width(from: Micros, to: Micros, max_points: usize) -> Micros {
 fn qos(row: &SqliteRow, index: usize) -> Result<u8, sqlx::Error> {
     let value: i64 = row.try_get(index)?;
     Ok(value.clamp(0, 2) as u8)
-}
-
-/// The device SELECT with a tail: one row per device and metric with a
-/// value (or one row with NULL metric columns for a device without metrics).
-macro_rules! device_select {
-    ($tail:literal) => {
-        concat!(
-            "SELECT d.key, d.first_seen, d.last_seen, d.message_count, s.metric, s.last_value, s.last_at
-             FROM devices d LEFT JOIN series s ON s.device_id = d.id AND s.last_value IS NOT NULL",
-            $tail
-        )
-    };
-}
-const DEVICE_SELECT_ALL: &str = device_select!(" ORDER BY d.key, s.metric");
-const DEVICE_SELECT_ONE: &str = device_select!(" WHERE d.key = ?1 ORDER BY s.metric");
-
-/// Groups the rows of the device SELECT (one per device and metric, ordered
-/// by device key) into devices.
-fn device_rows(rows: &[SqliteRow]) -> Result<Vec<DeviceRow>, sqlx::Error> {
-    let mut devices: Vec<DeviceRow> = Vec::new();
-    for row in rows {
-        let key: String = row.try_get(0)?;
-        if devices.last().is_none_or(|d| d.id != key) {
-            devices.push(DeviceRow {
-                id: key,
-                first_seen: row.try_get(1)?,
-                last_seen: row.try_get(2)?,
-                message_count: row.try_get(3)?,
-                metrics: Vec::new(),
-            });
-        }
-        if let (Some(name), Some(device)) =
-            (row.try_get::<Option<String>, _>(4)?, devices.last_mut())
-        {
-            device.metrics.push(MetricRow {
-                name,
-                value: row.try_get(5)?,
-                at: row.try_get(6)?,
-            });
-        }
-    }
-    Ok(devices)
 }
 
 #[cfg(test)]
@@ -890,7 +827,7 @@ mod tests {
                 &[("power", i as f64), ("other", 1.0)],
             );
             if i % 10 == 0 {
-                r.samples.push(("sparse".into(), -(i as f64)));
+                r.samples.push(crate::Sample::new("sparse", -(i as f64)));
             }
             r
         });

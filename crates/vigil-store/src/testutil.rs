@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tempfile::TempDir;
 use vigil_core::Micros;
 
-use crate::{Flushed, Record, Store, WriterOptions};
+use crate::{Flushed, Record, Sample, Store, WriterOptions};
 
 /// A fresh store in its own temporary directory (deleted on drop).
 pub(crate) async fn temp_store() -> (TempDir, Store) {
@@ -32,7 +32,7 @@ pub(crate) fn record(at: Micros, topic: &str, payload: &[u8]) -> Record {
 pub(crate) fn device_record(at: Micros, device: &str, samples: &[(&str, f64)]) -> Record {
     Record {
         device: Some(device.to_owned()),
-        samples: samples.iter().map(|(m, v)| ((*m).to_owned(), *v)).collect(),
+        samples: samples.iter().map(|(m, v)| Sample::new(*m, *v)).collect(),
         ..record(at, &format!("devices/{device}/state"), b"{}")
     }
 }

@@ -26,10 +26,32 @@ pub struct Record {
     pub properties: Option<String>,
     /// The device the message belongs to, when a device rule matched.
     pub device: Option<String>,
-    /// Numeric metrics decoded from the payload: (metric name, value), stored
-    /// at `at` under `device`. Ignored when `device` is `None`; NaN values are
-    /// skipped because SQLite cannot store them.
-    pub samples: Vec<(String, f64)>,
+    /// Numeric metrics decoded from the payload, stored under `device`.
+    /// Ignored when `device` is `None`; NaN values are skipped because SQLite
+    /// cannot store them.
+    pub samples: Vec<Sample>,
+}
+
+/// One numeric value of one metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The metric's name.
+    pub metric: String,
+    /// The value.
+    pub value: f64,
+    /// When it was measured, if the payload said; otherwise the record's time.
+    pub at: Option<Micros>,
+}
+
+impl Sample {
+    /// A value measured when its message arrived.
+    pub fn new(metric: impl Into<String>, value: f64) -> Sample {
+        Sample {
+            metric: metric.into(),
+            value,
+            at: None,
+        }
+    }
 }
 
 /// How the writer batches.
@@ -76,32 +98,6 @@ pub struct Flushed {
     /// The earliest `Record::at` in the batch; `committed_at - oldest_received`
     /// is the worst end-to-end storage latency of the batch.
     pub oldest_received: Micros,
-}
-
-/// A device and what Vigil knows about it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeviceRow {
-    /// The device key (from the device rule).
-    pub id: String,
-    /// The earliest message time seen from the device.
-    pub first_seen: Micros,
-    /// The latest message time seen from the device.
-    pub last_seen: Micros,
-    /// Messages ever received from the device (retention does not lower it).
-    pub message_count: i64,
-    /// The latest value of each metric, ordered by name.
-    pub metrics: Vec<MetricRow>,
-}
-
-/// The latest value of one metric of a device.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MetricRow {
-    /// Metric name.
-    pub name: String,
-    /// Its latest value.
-    pub value: f64,
-    /// When that value was received.
-    pub at: Micros,
 }
 
 /// A downsampled time range of one metric, ready to chart.

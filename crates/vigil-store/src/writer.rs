@@ -9,6 +9,8 @@ use sqlx::{Arguments, ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use vigil_core::{now_micros, Micros};
 
+use crate::apply;
+use crate::changes::Change;
 use crate::error::StoreError;
 use crate::retention;
 use crate::sql::ChunkedSql;
@@ -20,6 +22,7 @@ use crate::types::{Flushed, Record, Retention, RetentionReport, WriterOptions};
 #[derive(Debug)]
 enum WriteOp {
     Record(Record),
+    Change(Change),
     Retention(
         Retention,
         oneshot::Sender<Result<RetentionReport, StoreError>>,
@@ -43,6 +46,15 @@ impl WriterHandle {
     pub async fn write(&self, record: Record) -> Result<(), StoreError> {
         self.tx
             .send(WriteOp::Record(record))
+            .await
+            .map_err(|_| StoreError::WriterStopped)
+    }
+
+    /// Queues one change (device description, presence, alert, ...). It is
+    /// committed in order with the records queued around it.
+    pub async fn change(&self, change: Change) -> Result<(), StoreError> {
+        self.tx
+            .send(WriteOp::Change(change))
             .await
             .map_err(|_| StoreError::WriterStopped)
     }
@@ -259,6 +271,7 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
         let flush_rows = self.options.flush_rows.max(1);
         let mut batch: Vec<Record> = Vec::with_capacity(flush_rows.min(1 << 16));
+        let mut changes: Vec<Change> = Vec::new();
         let shutdown = loop {
             let Some(first) = rx.recv().await else {
                 break None; // every handle dropped and the queue is empty
@@ -266,8 +279,12 @@ impl Writer {
             let mut control = None;
             let mut flushed = Ok(());
             match first {
-                WriteOp::Record(record) => {
-                    batch.push(record);
+                first @ (WriteOp::Record(_) | WriteOp::Change(_)) => {
+                    match first {
+                        WriteOp::Record(record) => batch.push(record),
+                        WriteOp::Change(change) => changes.push(change),
+                        _ => {}
+                    }
                     // Group commit: take whatever is already queued, but never
                     // wait for more. Under load, records pile up while the
                     // previous batch commits, so batches grow by themselves.
@@ -278,6 +295,7 @@ impl Writer {
                         for _ in 0..256 {
                             match rx.try_recv() {
                                 Ok(WriteOp::Record(record)) => batch.push(record),
+                                Ok(WriteOp::Change(change)) => changes.push(change),
                                 Ok(op) => {
                                     control = Some(op);
                                     break 'drain;
@@ -292,7 +310,7 @@ impl Writer {
                             break;
                         }
                     }
-                    flushed = self.flush(&mut batch).await;
+                    flushed = self.flush(&mut batch, &mut changes).await;
                 }
                 op => control = Some(op),
             }
@@ -302,7 +320,7 @@ impl Writer {
                     let _ = reply.send(result);
                 }
                 Some(WriteOp::Shutdown(reply)) => break Some((reply, flushed)),
-                Some(WriteOp::Record(_)) | None => {}
+                Some(WriteOp::Record(_) | WriteOp::Change(_)) | None => {}
             }
         };
 
@@ -311,7 +329,7 @@ impl Writer {
         rx.close();
         let mut discarded = 0usize;
         while let Ok(op) = rx.try_recv() {
-            if matches!(op, WriteOp::Record(_)) {
+            if matches!(op, WriteOp::Record(_) | WriteOp::Change(_)) {
                 discarded += 1;
             }
         }
@@ -329,14 +347,23 @@ impl Writer {
 
     /// Commits `batch` (retrying a failed transaction a few times) and empties
     /// it. On final failure the records are dropped, logged by count only.
-    async fn flush(&mut self, batch: &mut Vec<Record>) -> Result<(), StoreError> {
+    async fn flush(
+        &mut self,
+        batch: &mut Vec<Record>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), StoreError> {
         let mut attempt = 0;
         let error = loop {
             let started = Instant::now();
-            match self.write_batch(batch).await {
+            match self.write_batch(batch, changes).await {
                 Ok(flushed) => {
-                    tracing::debug!(rows = batch.len(), took = ?started.elapsed(), "committed a batch");
+                    tracing::debug!(rows = batch.len(), changes = changes.len(), took = ?started.elapsed(), "committed a batch");
+                    let had_records = !batch.is_empty();
                     batch.clear();
+                    changes.clear();
+                    if !had_records {
+                        return Ok(());
+                    }
                     if let Some(checkpointer) = &self.checkpointer {
                         checkpointer.nudge();
                     }
@@ -371,10 +398,12 @@ impl Writer {
         tracing::error!(
             path = %self.store.path.display(),
             records = batch.len(),
+            changes = changes.len(),
             "giving up on a batch after {} attempts; its records are lost",
             RETRY_DELAYS.len() + 1
         );
         batch.clear();
+        changes.clear();
         Err(StoreError::Query {
             action: "writing a batch of records",
             path: self.store.path.clone(),
@@ -415,7 +444,11 @@ impl Writer {
     }
 
     /// One batch, one transaction: all of it is stored or none of it.
-    async fn write_batch(&mut self, batch: &[Record]) -> Result<Flushed, sqlx::Error> {
+    async fn write_batch(
+        &mut self,
+        batch: &[Record],
+        changes: &[Change],
+    ) -> Result<Flushed, sqlx::Error> {
         if self.topics.len() > CACHE_LIMIT
             || self.devices.len() > CACHE_LIMIT
             || self.series.len() > CACHE_LIMIT
@@ -509,7 +542,9 @@ impl Writer {
             let Some(&device_id) = r.device.as_deref().and_then(|d| self.devices.get(d)) else {
                 continue;
             };
-            for (metric, value) in &r.samples {
+            for sample in &r.samples {
+                let (metric, value, at) =
+                    (&sample.metric, &sample.value, sample.at.unwrap_or(r.at));
                 if value.is_nan() {
                     continue; // SQLite stores NaN as NULL, which `value NOT NULL` rejects
                 }
@@ -539,15 +574,15 @@ impl Writer {
                         id
                     }
                 };
-                samples.push((series_id, r.at, *value));
+                samples.push((series_id, at, *value));
                 latest
                     .entry(series_id)
                     .and_modify(|l| {
-                        if r.at >= l.0 {
-                            *l = (r.at, *value);
+                        if at >= l.0 {
+                            *l = (at, *value);
                         }
                     })
-                    .or_insert((r.at, *value));
+                    .or_insert((at, *value));
             }
         }
         // In key order, consecutive rows land on the same leaf page of the
@@ -593,6 +628,12 @@ impl Writer {
                 args.add(r.properties.as_deref())
             })
             .await?;
+
+        // Changes after the records: a presence change or an alert may be
+        // about a device that this very batch created.
+        for change in changes {
+            apply::change(&mut tx, &mut self.devices, change).await?;
+        }
 
         tx.commit().await?;
         Ok(Flushed {
@@ -860,7 +901,7 @@ mod tests {
             .unwrap();
         writer
             .write(Record {
-                samples: vec![("ignored".into(), 1.0)],
+                samples: vec![crate::Sample::new("ignored", 1.0)],
                 ..record(3, "no/device", b"")
             })
             .await
@@ -976,7 +1017,10 @@ mod tests {
                 client_id: Some(devices[d].clone()),
                 properties: None,
                 device: Some(devices[d].clone()),
-                samples: vec![("temperature".into(), i as f64), ("humidity".into(), 50.0)],
+                samples: vec![
+                    crate::Sample::new("temperature", i as f64),
+                    crate::Sample::new("humidity", 50.0),
+                ],
             };
             writer.write(record).await.unwrap();
         }

@@ -1,0 +1,166 @@
+//! Changes to what Vigil knows about devices, alerts and deliveries: the
+//! writes that are not messages. They travel through the writer's queue like
+//! records, so they are committed in order with the messages that caused
+//! them, in the same transactions.
+
+use serde::Serialize;
+use vigil_core::presence::{DevicePresence, Transition};
+use vigil_core::Micros;
+
+/// One change, applied by the writer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// What a convention says about a device. `None` fields are left as they
+    /// are; the device row is created if needed.
+    Describe(DeviceDescription),
+    /// A device's presence now, and the transition that led there (none: a
+    /// periodic save of `last_alive` and the learned interval).
+    Presence {
+        /// The device's key.
+        device: String,
+        /// Its presence now.
+        presence: DevicePresence,
+        /// The change to add to its history.
+        transition: Option<Transition>,
+    },
+    /// A metric's unit, as its device or convention declares it.
+    Unit {
+        /// The device's key.
+        device: String,
+        /// The metric.
+        metric: String,
+        /// The unit.
+        unit: String,
+    },
+    /// Every metric of the device is stale (until its next value).
+    MetricsStale {
+        /// The device's key.
+        device: String,
+    },
+    /// What the user set for a device.
+    Settings {
+        /// The device's key.
+        device: String,
+        /// The user's settings (replacing the previous ones).
+        settings: DeviceSettings,
+    },
+    /// An alert rule was created or changed (the core's rule as JSON).
+    RuleSaved {
+        /// The rule's id.
+        id: i64,
+        /// The rule, as JSON text.
+        rule: String,
+    },
+    /// An alert rule was deleted.
+    RuleDeleted {
+        /// The rule's id.
+        id: i64,
+    },
+    /// An alert fired, was acknowledged or cleared (the row is replaced).
+    Alert(AlertRow),
+    /// A webhook delivery to make.
+    WebhookQueued {
+        /// When it was queued.
+        at: Micros,
+        /// Where to POST.
+        url: String,
+        /// The JSON body.
+        body: String,
+        /// The most deliveries kept waiting; the oldest beyond it are dropped.
+        keep: u32,
+    },
+    /// A delivery succeeded (or was given up): remove it.
+    WebhookDone {
+        /// The outbox row.
+        id: i64,
+    },
+    /// A delivery failed: try again later.
+    WebhookFailed {
+        /// The outbox row.
+        id: i64,
+        /// When to try again.
+        next_attempt: Micros,
+        /// Why it failed, in words.
+        error: String,
+    },
+}
+
+/// What a convention says about a device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceDescription {
+    /// The device's key.
+    pub device: String,
+    /// When it was said (the device's first_seen if the row is new).
+    pub at: Micros,
+    /// The convention that recognised it.
+    pub convention: Option<String>,
+    /// Its topic root.
+    pub root: Option<String>,
+    /// The MQTT client that publishes for it.
+    pub client_id: Option<String>,
+    /// Its own name.
+    pub name: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Manufacturer.
+    pub manufacturer: Option<String>,
+    /// Firmware version.
+    pub firmware: Option<String>,
+}
+
+/// What the user set for a device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceSettings {
+    /// The name shown instead of the device's own.
+    pub display_name: Option<String>,
+    /// A group, e.g. a patient or a room.
+    pub group: Option<String>,
+    /// Hidden from the device list.
+    pub hidden: bool,
+    /// The interval the device is expected to keep, µs (`None`: learned).
+    pub expected_interval: Option<Micros>,
+}
+
+/// One alert occurrence as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRow {
+    /// Its id (assigned by the engine, increasing).
+    pub id: i64,
+    /// The rule that fired.
+    pub rule_id: i64,
+    /// The device it is about.
+    pub device: String,
+    /// `critical`, `major`, `minor`, `warning` or `info`.
+    pub severity: String,
+    /// `firing`, `acknowledged` or `cleared`.
+    pub state: String,
+    /// When it fired.
+    pub fired_at: Micros,
+    /// When it was acknowledged.
+    pub acked_at: Option<Micros>,
+    /// Who acknowledged it.
+    pub acked_by: Option<String>,
+    /// When it cleared.
+    pub cleared_at: Option<Micros>,
+    /// The value that fired it, for metric rules.
+    pub value: Option<f64>,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// A webhook delivery waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// The outbox row.
+    pub id: i64,
+    /// When it was queued.
+    pub created_at: Micros,
+    /// Where to POST.
+    pub url: String,
+    /// The JSON body.
+    pub body: String,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// When it is due.
+    pub next_attempt: Micros,
+}
