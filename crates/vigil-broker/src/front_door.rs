@@ -48,6 +48,17 @@ use crate::stream::{split_tcp, split_ws, ClientReader, ClientWriter};
 const ROUTER_PING_EVERY: Duration = Duration::from_secs(600);
 /// The keepalive the router is told; the front door enforces the real one.
 const ROUTER_KEEPALIVE: u16 = u16::MAX;
+/// How long the front door waits, after forwarding a client's DISCONNECT,
+/// for the router to close the connection before it closes its side anyway.
+///
+/// It must not close first. rumqttd 0.20 numbers connections by slab slot and
+/// hands a freed slot to the very next login. On DISCONNECT its router removes
+/// the connection at once; if the link task then also sees our socket close,
+/// it reports `Disconnect` for its slot number, and when that report comes
+/// after a new client took the slot, the router drops the new client right
+/// after its CONNACK (its first SUBACK/PUBACK never comes). When the router
+/// closes first, the link ends through its router channel and reports nothing.
+const ROUTER_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Room for the topic, properties and header around the largest payload.
 const PACKET_OVERHEAD: usize = 64 * 1024 + 1024;
 
@@ -421,13 +432,33 @@ async fn serve_client(
         to_client_rx,
         link,
     ));
-    let reason = tokio::select! {
-        r = &mut up => r.unwrap_or(DisconnectReason::Dropped),
+    let (reason, router_writer) = tokio::select! {
+        r = &mut up => r.unwrap_or((DisconnectReason::Dropped, None)),
         r = &mut down => {
             up.abort();
-            r.unwrap_or(DisconnectReason::Dropped)
+            (r.map_or(DisconnectReason::Dropped, |(reason, _)| reason), None)
         }
     };
+    if router_writer.is_some() && !down.is_finished() {
+        // The client left with DISCONNECT, which the router has been sent:
+        // it removes the connection and closes its socket. Our side stays
+        // open until then (see ROUTER_CLOSE_WAIT). Downstream ends when the
+        // router closes, or sooner if the client is gone; then the router's
+        // close is awaited here.
+        let router_closed = timeout(ROUTER_CLOSE_WAIT, async {
+            if let Ok((_, mut router)) = (&mut down).await {
+                let mut sink = [0u8; 1024];
+                while matches!(router.read(&mut sink).await, Ok(n) if n > 0) {}
+            }
+        })
+        .await;
+        if router_closed.is_err() {
+            tracing::warn!(
+                client_id,
+                "the embedded router did not close the connection within {ROUTER_CLOSE_WAIT:?} of its DISCONNECT"
+            );
+        }
+    }
     let reason = match (&reason, &claim) {
         (DisconnectReason::ServerClosed(_), Some(c)) if c.taken_over() => {
             DisconnectReason::SessionTakenOver
@@ -451,6 +482,7 @@ async fn serve_client(
         }
     }
     up.abort();
+    drop(router_writer);
     shared.connected.fetch_sub(1, Ordering::Relaxed);
     drop(claim);
     tracing::debug!(client_id, "client disconnected: {reason}");
@@ -694,7 +726,16 @@ struct Upstream {
 }
 
 impl Upstream {
-    async fn run(mut self) -> DisconnectReason {
+    /// Pumps until the connection ends. After a clean DISCONNECT it also
+    /// returns its half of the router connection, still open: see
+    /// [`ROUTER_CLOSE_WAIT`] for why the router must close first.
+    async fn run(mut self) -> (DisconnectReason, Option<OwnedWriteHalf>) {
+        let reason = self.pump().await;
+        let router = (reason == DisconnectReason::Clean).then_some(self.router);
+        (reason, router)
+    }
+
+    async fn pump(&mut self) -> DisconnectReason {
         let mut shutdown = self.shared.shutdown.clone();
         // MQTT: no packet for 1.5 × keepalive means the client is gone; 0 = never.
         let keepalive =
@@ -875,9 +916,21 @@ impl Upstream {
 }
 
 /// Router → client. Forwards whole packets, minus the PINGRESPs that answer
-/// the front door's own pings.
+/// the front door's own pings. Returns why it stopped, and the router's half
+/// of the connection (still open unless the router closed it).
 async fn downstream(
     mut router: OwnedReadHalf,
+    leftover: Bytes,
+    client: ClientWriter,
+    commands: mpsc::Receiver<ToClient>,
+    link: Arc<Link>,
+) -> (DisconnectReason, OwnedReadHalf) {
+    let reason = forward_down(&mut router, leftover, client, commands, link).await;
+    (reason, router)
+}
+
+async fn forward_down(
+    router: &mut OwnedReadHalf,
     leftover: Bytes,
     mut client: ClientWriter,
     mut commands: mpsc::Receiver<ToClient>,
