@@ -45,9 +45,10 @@ apt-deps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: tests/requirements.txt
+$(VENV)/.installed: tests/requirements.txt tests/requirements-nodeps.txt
 	@[ -x "$(VPY)" ] || "$(PYTHON)" -m venv $(VENV)
 	$(VPY) -m pip install --disable-pip-version-check --no-input -q -r tests/requirements.txt
+	$(VPY) -m pip install --disable-pip-version-check --no-input -q --no-deps -r tests/requirements-nodeps.txt
 	@touch $@
 
 build:

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -17,7 +18,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use vigil_core::now_micros;
-use vigil_engine::{EngineError, Event, MessageQuery, PublishRequest};
+use vigil_engine::{AlertRule, EngineError, Event, MessageQuery, PublishRequest, SettingsUpdate};
 
 type Engine = Arc<vigil_engine::Engine>;
 
@@ -31,8 +32,16 @@ pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/devices", get(devices))
-        .route("/api/devices/{id}", get(device))
+        .route("/api/devices/{id}", get(device).patch(update_device))
+        .route("/api/devices/{id}/presence", get(presence_history))
         .route("/api/devices/{id}/metrics/{metric}", get(series))
+        .route("/api/alerts", get(alerts))
+        .route("/api/alerts/{id}/ack", post(acknowledge))
+        .route("/api/alert-rules", get(alert_rules).post(create_alert_rule))
+        .route(
+            "/api/alert-rules/{id}",
+            axum::routing::put(replace_alert_rule).delete(delete_alert_rule),
+        )
         .route("/api/messages", get(messages))
         .route("/api/publish", post(publish))
         .route("/api/stats", get(stats))
@@ -59,6 +68,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match e {
             EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
             EngineError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -101,6 +111,117 @@ async fn device(State(app): State<App>, Path(id): Path<String>) -> Result<Respon
             format!("no device '{id}'"),
         )),
     }
+}
+
+/// A JSON body, or an error that says what is wrong with it.
+fn body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, ApiError> {
+    body.map(|Json(t)| t).map_err(|e| {
+        ApiError::bad(format!(
+            "the request body is not a valid {what}: {}",
+            e.body_text()
+        ))
+    })
+}
+
+async fn update_device(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    update: Result<Json<SettingsUpdate>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let update = body(update, "device update")?;
+    Ok(Json(app.engine.update_device(&id, update).await?).into_response())
+}
+
+async fn presence_history(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(p): Params,
+) -> Result<Response, ApiError> {
+    let to = param(&p, "to")?.unwrap_or(i64::MAX);
+    let from = param(&p, "from")?.unwrap_or(0);
+    let limit = param(&p, "limit")?.unwrap_or(1000);
+    if app.engine.device(&id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no device '{id}'"),
+        ));
+    }
+    Ok(Json(app.engine.presence_history(&id, from, to, limit).await?).into_response())
+}
+
+async fn alerts(State(app): State<App>, Query(p): Params) -> Result<Response, ApiError> {
+    let active = match p.get("state").map(String::as_str) {
+        None | Some("") | Some("all") => false,
+        Some("active") => true,
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "'state' must be 'active' or 'all', not '{other}'"
+            )))
+        }
+    };
+    let device = p.get("device").filter(|d| !d.is_empty());
+    let limit = param(&p, "limit")?.unwrap_or(100);
+    Ok(Json(
+        app.engine
+            .alerts(
+                active,
+                device.map(String::as_str),
+                param(&p, "before")?,
+                limit,
+            )
+            .await?,
+    )
+    .into_response())
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Acknowledgement {
+    by: Option<String>,
+}
+
+async fn acknowledge(
+    State(app): State<App>,
+    Path(id): Path<i64>,
+    ack: Option<Json<Acknowledgement>>,
+) -> Result<Response, ApiError> {
+    let by = ack.and_then(|Json(a)| a.by);
+    Ok(Json(app.engine.acknowledge(id, by).await?).into_response())
+}
+
+async fn alert_rules(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.alert_rules().await?).into_response())
+}
+
+async fn create_alert_rule(
+    State(app): State<App>,
+    rule: Result<Json<AlertRule>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let mut rule = body(rule, "alert rule")?;
+    rule.id = 0;
+    let rule = app.engine.save_alert_rule(rule).await?;
+    Ok((StatusCode::CREATED, Json(rule)).into_response())
+}
+
+async fn replace_alert_rule(
+    State(app): State<App>,
+    Path(id): Path<i64>,
+    rule: Result<Json<AlertRule>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let mut rule = body(rule, "alert rule")?;
+    if id <= 0 {
+        return Err(ApiError::bad(format!("no alert rule {id}")));
+    }
+    rule.id = id;
+    Ok(Json(app.engine.save_alert_rule(rule).await?).into_response())
+}
+
+async fn delete_alert_rule(
+    State(app): State<App>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    app.engine.delete_alert_rule(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn series(
@@ -146,14 +267,9 @@ async fn messages(State(app): State<App>, Query(p): Params) -> Result<Response, 
 
 async fn publish(
     State(app): State<App>,
-    body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
+    request: Result<Json<PublishRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(request) = body.map_err(|e| {
-        ApiError::bad(format!(
-            "the request body is not a valid publish request: {}",
-            e.body_text()
-        ))
-    })?;
+    let request = body(request, "publish request")?;
     app.engine.publish(request).await?;
     Ok(Json(serde_json::json!({ "ok": true })).into_response())
 }
@@ -204,6 +320,8 @@ fn event_data(event: &Event) -> String {
         Event::Connection(c) => serde_json::to_string(&**c),
         Event::Flushed(f) => serde_json::to_string(f),
         Event::Device(d) => serde_json::to_string(&**d),
+        Event::Presence(p) => serde_json::to_string(&**p),
+        Event::Alert(a) => serde_json::to_string(&**a),
         Event::Resync => Ok("{}".to_owned()),
     };
     json.unwrap_or_else(|_| "{}".to_owned())

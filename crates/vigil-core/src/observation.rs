@@ -19,6 +19,16 @@ pub enum Observation {
     Connection(ConnectionEvent),
 }
 
+impl Observation {
+    /// When it happened.
+    pub fn at(&self) -> Micros {
+        match self {
+            Observation::Message(m) => m.at,
+            Observation::Connection(c) => c.at,
+        }
+    }
+}
+
 /// An MQTT 5 user property (a name/value pair carried with a message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserProperty {

@@ -107,6 +107,10 @@ pub struct PresenceConfig {
     /// The expected interval of a device until its own has been learned, in
     /// seconds.
     pub default_interval_s: f64,
+    /// At start, ask devices to announce themselves where their convention
+    /// allows (Home Assistant `homeassistant/status` → `online`, Shelly
+    /// `shellies/command` → `announce`). Off by default: it writes to devices.
+    pub announce_on_start: bool,
 }
 
 impl Default for PresenceConfig {
@@ -115,6 +119,7 @@ impl Default for PresenceConfig {
             stale_factor: 3.0,
             offline_factor: 10.0,
             default_interval_s: 600.0,
+            announce_on_start: false,
         }
     }
 }

@@ -26,8 +26,12 @@ pub enum Event {
     Connection(Arc<ConnectionEventView>),
     /// A batch was committed to the store.
     Flushed(FlushedEvent),
-    /// A device was seen for the first time.
+    /// A device was seen for the first time, or what is known of it changed.
     Device(Arc<DeviceEvent>),
+    /// A device's presence changed.
+    Presence(Arc<PresenceEvent>),
+    /// An alert fired, was acknowledged or cleared.
+    Alert(Arc<AlertEvent>),
     /// The listener fell behind and missed events: reload.
     Resync,
 }
@@ -40,6 +44,8 @@ impl Event {
             Event::Connection(_) => "connection",
             Event::Flushed(_) => "flushed",
             Event::Device(_) => "device",
+            Event::Presence(_) => "presence",
+            Event::Alert(_) => "alert",
             Event::Resync => "resync",
         }
     }
@@ -98,13 +104,28 @@ pub struct FlushedEvent {
     pub oldest_received: Micros,
 }
 
-/// A new device.
+/// A device that is new, or whose description or settings changed.
 #[derive(Debug, Serialize)]
 pub struct DeviceEvent {
     /// Its id.
     pub id: String,
-    /// When it was first seen.
+    /// When.
     pub at: Micros,
+    /// `new`, `described` (its convention told more) or `settings` (the user
+    /// changed them).
+    pub change: &'static str,
+}
+
+/// A presence change.
+pub type PresenceEvent = vigil_core::presence::Transition;
+
+/// An alert change: the alert as it is now, and what happened to it.
+#[derive(Debug, Serialize)]
+pub struct AlertEvent {
+    /// `fired`, `acknowledged` or `cleared`.
+    pub transition: &'static str,
+    /// The alert.
+    pub alert: vigil_store::AlertRow,
 }
 
 /// The sending side, shared by the engine and the store writer.

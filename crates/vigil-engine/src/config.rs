@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use vigil_broker::BrokerConfig;
-use vigil_core::DeviceRule;
+use vigil_core::presence::PresenceConfig;
+use vigil_core::{ConventionsConfig, DeviceRule};
 
 use crate::error::EngineError;
 
@@ -39,8 +40,35 @@ pub struct Config {
     pub http: HttpConfig,
     /// Storage and retention.
     pub store: StoreConfig,
-    /// How devices are named from topics.
+    /// How devices are named from topics when no convention names them.
     pub devices: DeviceRule,
+    /// Device conventions (Homie, Home Assistant, Tasmota, ...).
+    pub conventions: ConventionsConfig,
+    /// How presence is judged.
+    pub presence: PresenceConfig,
+    /// Where alerts go besides the event stream.
+    pub alerts: AlertsConfig,
+}
+
+/// Where alerts go besides the event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// URLs (`http://`) that receive every alert change as a JSON POST,
+    /// retried with backoff until they answer 2xx.
+    pub webhooks: Vec<String>,
+    /// The most deliveries kept waiting while a receiver is down (the oldest
+    /// beyond it are dropped, with a warning).
+    pub webhook_queue: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhooks: Vec::new(),
+            webhook_queue: 10_000,
+        }
+    }
 }
 
 /// Where `vigil serve` answers HTTP.
@@ -74,6 +102,9 @@ impl Default for Config {
             http: HttpConfig::default(),
             store: StoreConfig::default(),
             devices: DeviceRule::default(),
+            conventions: ConventionsConfig::default(),
+            presence: PresenceConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -142,6 +173,17 @@ impl Config {
                 "broker.ws_path must start with '/', not '{}'",
                 self.broker.ws_path
             )));
+        }
+        self.conventions.validate().map_err(EngineError::Config)?;
+        self.presence.validate().map_err(EngineError::Config)?;
+        for url in &self.alerts.webhooks {
+            crate::webhook::check_url(url)
+                .map_err(|e| EngineError::Config(format!("alerts.webhooks: {e}")))?;
+        }
+        if self.alerts.webhook_queue == 0 {
+            return Err(EngineError::Config(
+                "alerts.webhook_queue must be at least 1".into(),
+            ));
         }
         Ok(())
     }

@@ -1,26 +1,27 @@
 //! The engine: lifecycle and the API both shells call.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::alerting::{AlertEvaluator, AlertRule};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use vigil_broker::Broker;
-use vigil_core::decode::metric_name;
-use vigil_core::{decode_payload, now_micros, ConnectionOutcome, DeviceRule, Message, Observation};
-use vigil_store::{Record, Retention, Store, WriterHandle, WriterOptions};
-
-use crate::bus::{
-    ConnectionEventView, DeviceEvent, Event, EventBus, FlushedEvent, MessageEvent, Subscription,
+use vigil_core::presence::PresenceTracker;
+use vigil_core::{now_micros, Conventions, Message, MessageRef, Observation};
+use vigil_store::{
+    AlertRow, DeviceSettings, PresenceChange, Retention, Store, WriterHandle, WriterOptions,
 };
+
+use crate::bus::{Event, EventBus, FlushedEvent, Subscription};
 use crate::config::Config;
 use crate::error::EngineError;
+use crate::ingest::{Command, Ingest, SettingsUpdate};
 use crate::view::MessageView;
 use crate::{DeviceRow, MessageQuery, Series, StoreStats};
 
@@ -74,10 +75,12 @@ pub struct Engine {
     broker: Broker,
     bus: EventBus,
     observations: mpsc::Sender<Observation>,
+    commands: mpsc::Sender<Command>,
     received: Arc<AtomicU64>,
     stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     retention: JoinHandle<()>,
+    webhooks: JoinHandle<()>,
 }
 
 impl Engine {
@@ -126,6 +129,19 @@ impl Engine {
         };
         let retained = store.retained().await?;
         let restored = retained.len();
+        // What discovery taught (Home Assistant configs, Zigbee2MQTT's device
+        // list, ...) is mostly retained: reading it again rebuilds the
+        // conventions' tables. What it says about devices is in the store.
+        let mut conventions = Conventions::new(config.conventions.clone());
+        for message in &retained {
+            conventions.interpret(MessageRef {
+                at: message.at,
+                topic: &message.topic,
+                payload: &message.payload,
+                retain: true,
+                client_id: None,
+            });
+        }
         for message in retained {
             if let Err(e) = broker.publish(&message.topic, message.payload, true).await {
                 tracing::warn!(
@@ -137,30 +153,63 @@ impl Engine {
         if restored > 0 {
             tracing::info!("restored {restored} retained message(s) into the broker");
         }
-        let known: HashSet<String> = store.devices().await?.into_iter().map(|d| d.id).collect();
-        let received = Arc::new(AtomicU64::new(0));
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(
-            Ingest {
-                rule: config.devices.clone(),
-                writer: writer.clone(),
-                bus: bus.clone(),
-                known,
-                received: received.clone(),
+
+        let mut rules = Vec::new();
+        for (id, json) in store.alert_rules().await? {
+            match serde_json::from_str::<AlertRule>(&json) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => {
+                    tracing::error!("alert rule {id} in the store cannot be read, skipped: {e}")
+                }
             }
-            .run(observed, stopped),
+        }
+        let mut alerts = AlertEvaluator::new(rules.clone(), store.last_alert_id().await? + 1);
+        alerts.restore(
+            store
+                .alerts(true, None, None, u32::MAX)
+                .await?
+                .iter()
+                .filter_map(crate::alerting::alert_from_row)
+                .collect(),
         );
-        let retention = tokio::spawn(run_retention(writer, config.store.clone()));
+        let received = Arc::new(AtomicU64::new(0));
+        let mut ingest = Ingest::new(
+            config.devices.clone(),
+            conventions,
+            PresenceTracker::new(config.presence),
+            alerts,
+            rules,
+            writer.clone(),
+            bus.clone(),
+            received.clone(),
+        );
+        for device in store.devices().await? {
+            ingest.restore_device(&device);
+        }
+        ingest.webhooks = config.alerts.webhooks.clone();
+        ingest.webhook_queue = config.alerts.webhook_queue;
+        let webhook_wake = Arc::new(Notify::new());
+        ingest.webhook_wake = webhook_wake.clone();
+        let (stop, stopped) = oneshot::channel();
+        let (commands, commanded) = mpsc::channel(64);
+        let task = tokio::spawn(ingest.run(observed, commanded, stopped));
+        let retention = tokio::spawn(run_retention(writer.clone(), config.store.clone()));
+        let webhooks = tokio::spawn(crate::webhook::run(store.clone(), writer, webhook_wake));
+        if config.presence.announce_on_start {
+            ask_devices_to_announce(&broker, &config).await;
+        }
         Ok(Engine {
             config,
             store,
             broker,
             bus,
             observations,
+            commands,
             received,
             stop: std::sync::Mutex::new(Some(stop)),
             task: tokio::sync::Mutex::new(Some(task)),
             retention,
+            webhooks,
         })
     }
 
@@ -184,9 +233,85 @@ impl Engine {
         self.bus.subscribe(with_messages)
     }
 
-    /// Every device, with its last values.
+    /// Every device, with its presence, last values and active alerts.
     pub async fn devices(&self) -> Result<Vec<DeviceRow>, EngineError> {
         Ok(self.store.devices().await?)
+    }
+
+    /// A device's presence changes in `[from, to)`, newest first.
+    pub async fn presence_history(
+        &self,
+        device: &str,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<PresenceChange>, EngineError> {
+        Ok(self
+            .store
+            .presence_history(device, from, to, limit.clamp(1, 10_000))
+            .await?)
+    }
+
+    /// Changes what the user set for a device (name, group, hidden,
+    /// expected interval); absent fields stay as they are.
+    pub async fn update_device(
+        &self,
+        device: &str,
+        update: SettingsUpdate,
+    ) -> Result<DeviceSettings, EngineError> {
+        self.ask(|reply| Command::Settings {
+            device: device.to_owned(),
+            update,
+            reply,
+        })
+        .await?
+    }
+
+    /// Alerts, newest first (`active`: only those not cleared).
+    pub async fn alerts(
+        &self,
+        active: bool,
+        device: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AlertRow>, EngineError> {
+        Ok(self
+            .store
+            .alerts(active, device, before, limit.clamp(1, 10_000))
+            .await?)
+    }
+
+    /// Acknowledges an alert.
+    pub async fn acknowledge(&self, id: i64, by: Option<String>) -> Result<AlertRow, EngineError> {
+        self.ask(|reply| Command::Acknowledge { id, by, reply })
+            .await?
+    }
+
+    /// The alert rules.
+    pub async fn alert_rules(&self) -> Result<Vec<AlertRule>, EngineError> {
+        self.ask(|reply| Command::Rules { reply }).await
+    }
+
+    /// Creates a rule (`id` 0) or replaces the rule with its id.
+    pub async fn save_alert_rule(&self, rule: AlertRule) -> Result<AlertRule, EngineError> {
+        self.ask(|reply| Command::SaveRule { rule, reply }).await?
+    }
+
+    /// Deletes a rule; its active alerts clear.
+    pub async fn delete_alert_rule(&self, id: i64) -> Result<(), EngineError> {
+        self.ask(|reply| Command::DeleteRule { id, reply }).await?
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| EngineError::Stopping)?;
+        answer.await.map_err(|_| EngineError::Stopping)
     }
 
     /// One device, if known.
@@ -291,6 +416,7 @@ impl Engine {
     /// with [`EngineError::Stopping`] or an error of the closed store.
     pub async fn shutdown(&self) {
         self.retention.abort();
+        self.webhooks.abort();
         self.broker.shutdown(Duration::from_secs(5)).await;
         if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = stop.send(());
@@ -304,139 +430,25 @@ impl Engine {
     }
 }
 
-/// The engine task's state: turns observations into records and events.
-struct Ingest {
-    rule: DeviceRule,
-    writer: WriterHandle,
-    bus: EventBus,
-    known: HashSet<String>,
-    received: Arc<AtomicU64>,
-}
-
-impl Ingest {
-    async fn run(
-        mut self,
-        mut observed: mpsc::Receiver<Observation>,
-        mut stop: oneshot::Receiver<()>,
-    ) {
-        loop {
-            tokio::select! {
-                // Observations first: on stop, what is queued is still taken.
-                biased;
-                next = observed.recv() => match next {
-                    Some(o) => self.handle(o).await,
-                    None => break,
-                },
-                _ = &mut stop => {
-                    // The broker has closed every connection; take what they
-                    // handed over, then stop.
-                    while let Ok(o) = observed.try_recv() {
-                        self.handle(o).await;
-                    }
-                    break;
-                }
-            }
-        }
-        if let Err(e) = self.writer.shutdown().await {
-            tracing::error!("the store writer did not stop cleanly: {e}");
+/// Asks devices to announce themselves, where their convention allows it
+/// without side effects: Home Assistant's birth message (devices that follow
+/// HA discovery republish their configs and states) and Shelly Gen1's
+/// `announce` command.
+async fn ask_devices_to_announce(broker: &Broker, config: &Config) {
+    let ha_status = format!("{}/status", config.conventions.home_assistant_prefix);
+    let asks = [
+        (ha_status.as_str(), "online"),
+        ("shellies/command", "announce"),
+    ];
+    for (topic, payload) in asks {
+        match broker
+            .publish(topic, Bytes::from_static(payload.as_bytes()), false)
+            .await
+        {
+            Ok(()) => tracing::info!("asked devices to announce themselves: {topic} ← {payload}"),
+            Err(e) => tracing::warn!("could not publish {topic}: {e}"),
         }
     }
-
-    async fn handle(&mut self, observation: Observation) {
-        match observation {
-            Observation::Message(m) => self.message(m).await,
-            Observation::Connection(c) => {
-                let (outcome, reason) = match &c.outcome {
-                    ConnectionOutcome::Connected { .. } => ("connected", None),
-                    ConnectionOutcome::Refused(why) => ("refused", Some(why.clone())),
-                    ConnectionOutcome::Disconnected(why) => ("disconnected", Some(why.to_string())),
-                };
-                self.bus
-                    .send(Event::Connection(Arc::new(ConnectionEventView {
-                        at: c.at,
-                        client_id: c.client_id,
-                        username: c.username,
-                        peer: c.peer.to_string(),
-                        transport: c.transport,
-                        version: c.version,
-                        outcome,
-                        reason,
-                    })));
-            }
-        }
-    }
-
-    async fn message(&mut self, m: Message) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-        let (device, rest) = match self.rule.split(&m.topic) {
-            Some((device, rest)) => (Some(device.to_owned()), rest),
-            None => (None, ""),
-        };
-        let samples = match &device {
-            Some(_) => decode_payload(&m.payload)
-                .metrics
-                .into_iter()
-                .map(|m| (metric_name(rest, &m.name), m.value))
-                .collect(),
-            None => Vec::new(),
-        };
-        if let Some(d) = &device {
-            if !self.known.contains(d) {
-                self.known.insert(d.clone());
-                self.bus.send(Event::Device(Arc::new(DeviceEvent {
-                    id: d.clone(),
-                    at: m.at,
-                })));
-            }
-        }
-        if self.bus.has_message_listeners() {
-            self.bus.send(Event::Message(Arc::new(MessageEvent {
-                at: m.at,
-                topic: m.topic.clone(),
-                device: device.clone(),
-                client_id: m.client_id.clone(),
-                qos: m.qos,
-                retain: m.retain,
-                size: m.payload.len(),
-            })));
-        }
-        let properties = properties_json(&m);
-        let record = Record {
-            at: m.at,
-            topic: m.topic,
-            payload: m.payload,
-            qos: m.qos,
-            retain: m.retain,
-            client_id: m.client_id,
-            properties,
-            device,
-            samples,
-        };
-        if let Err(e) = self.writer.write(record).await {
-            tracing::error!("a message could not be handed to the store: {e}");
-        }
-    }
-}
-
-/// MQTT 5 properties and flags worth keeping with a message, as JSON text.
-fn properties_json(m: &Message) -> Option<String> {
-    if m.user_properties.is_empty() && m.content_type.is_none() && !m.is_will {
-        return None;
-    }
-    let mut o = serde_json::Map::new();
-    if !m.user_properties.is_empty() {
-        o.insert(
-            "user_properties".into(),
-            serde_json::to_value(&m.user_properties).unwrap_or_default(),
-        );
-    }
-    if let Some(ct) = &m.content_type {
-        o.insert("content_type".into(), ct.clone().into());
-    }
-    if m.is_will {
-        o.insert("will".into(), true.into());
-    }
-    Some(serde_json::Value::Object(o).to_string())
 }
 
 async fn run_retention(writer: WriterHandle, config: crate::config::StoreConfig) {

@@ -12,6 +12,9 @@ pub enum EngineError {
     /// The broker failed to start.
     #[error(transparent)]
     Broker(#[from] vigil_broker::BrokerError),
+    /// What was asked for does not exist; the text says what.
+    #[error("{0}")]
+    NotFound(String),
     /// A request was not valid; the text says why.
     #[error("{0}")]
     BadRequest(String),

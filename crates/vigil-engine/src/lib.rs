@@ -16,15 +16,23 @@
 //! the engine drains every observation it accepted, the writer commits them.
 #![deny(missing_docs)]
 
+mod alerting;
 pub mod bus;
 pub mod config;
 mod engine;
 mod error;
+mod ingest;
 pub mod view;
+mod webhook;
 
+pub use alerting::AlertRule;
 pub use bus::{Event, EventBus, Subscription};
-pub use config::{Config, HttpConfig, StoreConfig};
+pub use config::{AlertsConfig, Config, HttpConfig, StoreConfig};
 pub use engine::{Engine, PublishRequest, Stats};
 pub use error::EngineError;
+pub use ingest::SettingsUpdate;
 pub use view::MessageView;
-pub use vigil_store::{Bucket, DeviceRow, MessageQuery, MetricRow, Series, StoreStats};
+pub use vigil_store::{
+    AlertRow, Bucket, DeviceRow, DeviceSettings, MessageQuery, MetricRow, PresenceChange, Series,
+    StoreStats,
+};
