@@ -393,6 +393,6 @@ def test_a_webhook_that_is_down_at_first_gets_the_alert_later(vigil_factory, tmp
 def test_bad_webhook_urls_stop_start_up_with_a_clear_message(vigil_factory, tmp_path):
     v = vigil_factory.new(write_config(tmp_path, '[alerts]\nwebhooks = ["ftp://example"]\n'))
     proc = v.spawn(v.command())
-    out, err = proc.communicate(timeout=20)
-    assert proc.returncode != 0
-    assert b"alerts.webhooks" in err and b"http://" in err
+    assert proc.wait(20) != 0
+    err = v.stderr()
+    assert "alerts.webhooks" in err and "http://" in err, err

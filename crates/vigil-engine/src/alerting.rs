@@ -1,60 +1,51 @@
-//! TEMPORARY stub to compile-check the engine while the core alert module is written.
-#![allow(dead_code, missing_docs)]
+//! Between the core's alert evaluator and the store's alert rows.
+
+use vigil_core::alert::{Alert, AlertChange, AlertState, Severity};
 use vigil_store::AlertRow;
-pub(crate) struct DeviceFacts<'a> {
-    pub key: &'a str,
-    pub convention: &'a str,
-    pub group: Option<&'a str>,
+
+/// The stored row of an alert as it is after `change`, and the name of what
+/// happened to it (`fired`, `acknowledged`, `cleared`).
+pub(crate) fn alert_row(change: &AlertChange) -> (AlertRow, &'static str) {
+    let a = &change.alert;
+    let row = AlertRow {
+        id: a.id,
+        rule_id: a.rule_id,
+        device: a.device.clone(),
+        severity: a.severity.as_str().to_owned(),
+        state: a.state.as_str().to_owned(),
+        fired_at: a.fired_at,
+        acked_at: a.acked_at,
+        acked_by: a.acked_by.clone(),
+        cleared_at: a.cleared_at,
+        value: a.value.filter(|v| v.is_finite()),
+        message: a.message.clone(),
+    };
+    (row, change.transition.as_str())
 }
-pub(crate) fn alert_row(_c: &AlertChange) -> (AlertRow, &'static str) {
-    unimplemented!()
-}
-pub(crate) fn alert_from_row(_r: &AlertRow) -> Option<Alert> {
-    None
-}
-pub struct Alert;
-pub struct AlertChange;
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct AlertRule {
-    pub id: i64,
-}
-impl AlertRule {
-    pub fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-pub struct AlertEvaluator;
-impl AlertEvaluator {
-    pub fn new(_r: Vec<AlertRule>, _n: i64) -> Self {
-        AlertEvaluator
-    }
-    pub fn restore(&mut self, _a: Vec<Alert>) {}
-    pub fn on_sample(&mut self, _d: &DeviceFacts, _m: &str, _v: f64, _at: i64) -> Vec<AlertChange> {
-        Vec::new()
-    }
-    pub fn on_presence(
-        &mut self,
-        _d: &DeviceFacts,
-        _s: vigil_core::PresenceState,
-        _at: i64,
-    ) -> Vec<AlertChange> {
-        Vec::new()
-    }
-    pub fn acknowledge(
-        &mut self,
-        _id: i64,
-        _at: i64,
-        _by: Option<String>,
-    ) -> Result<AlertChange, String> {
-        Err("x".into())
-    }
-    pub fn set_rules(&mut self, _r: Vec<AlertRule>, _now: i64) -> Vec<AlertChange> {
-        Vec::new()
-    }
-    pub fn next_deadline(&self) -> Option<i64> {
-        None
-    }
-    pub fn tick(&mut self, _now: i64) -> Vec<AlertChange> {
-        Vec::new()
-    }
+
+/// An active alert read back from the store, for the evaluator to resume
+/// (`None` for a row this version cannot read, which is logged).
+pub(crate) fn alert_from_row(r: &AlertRow) -> Option<Alert> {
+    let (Some(severity), Some(state)) = (Severity::parse(&r.severity), AlertState::parse(&r.state))
+    else {
+        tracing::error!(
+            id = r.id,
+            "alert {} in the store cannot be read, skipped",
+            r.id
+        );
+        return None;
+    };
+    Some(Alert {
+        id: r.id,
+        rule_id: r.rule_id,
+        device: r.device.clone(),
+        severity,
+        state,
+        fired_at: r.fired_at,
+        acked_at: r.acked_at,
+        acked_by: r.acked_by.clone(),
+        cleared_at: r.cleared_at,
+        value: r.value,
+        message: r.message.clone(),
+    })
 }

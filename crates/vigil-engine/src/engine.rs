@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::alerting::{AlertEvaluator, AlertRule};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use vigil_broker::Broker;
+use vigil_core::alert::{AlertEvaluator, AlertRule};
 use vigil_core::presence::PresenceTracker;
 use vigil_core::{now_micros, Conventions, Message, MessageRef, Observation};
 use vigil_store::{
@@ -76,6 +76,7 @@ pub struct Engine {
     bus: EventBus,
     observations: mpsc::Sender<Observation>,
     commands: mpsc::Sender<Command>,
+    writer: WriterHandle,
     received: Arc<AtomicU64>,
     stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
@@ -164,15 +165,17 @@ impl Engine {
             }
         }
         let mut alerts = AlertEvaluator::new(rules.clone(), store.last_alert_id().await? + 1);
-        alerts.restore(
+        let orphaned = alerts.restore(
             store
                 .alerts(true, None, None, u32::MAX)
                 .await?
                 .iter()
                 .filter_map(crate::alerting::alert_from_row)
                 .collect(),
+            now_micros(),
         );
         let received = Arc::new(AtomicU64::new(0));
+        let writer_for_sync = writer.clone();
         let mut ingest = Ingest::new(
             config.devices.clone(),
             conventions,
@@ -186,6 +189,7 @@ impl Engine {
         for device in store.devices().await? {
             ingest.restore_device(&device);
         }
+        ingest.startup_alerts = orphaned;
         ingest.webhooks = config.alerts.webhooks.clone();
         ingest.webhook_queue = config.alerts.webhook_queue;
         let webhook_wake = Arc::new(Notify::new());
@@ -205,6 +209,7 @@ impl Engine {
             bus,
             observations,
             commands,
+            writer: writer_for_sync,
             received,
             stop: std::sync::Mutex::new(Some(stop)),
             task: tokio::sync::Mutex::new(Some(task)),
@@ -302,6 +307,9 @@ impl Engine {
         self.ask(|reply| Command::DeleteRule { id, reply }).await?
     }
 
+    /// Sends a command to the engine task and waits for its answer and for
+    /// the store to commit what the command changed, so that the caller's
+    /// next read sees it.
     async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -311,7 +319,12 @@ impl Engine {
             .send(command(reply))
             .await
             .map_err(|_| EngineError::Stopping)?;
-        answer.await.map_err(|_| EngineError::Stopping)
+        let answer = answer.await.map_err(|_| EngineError::Stopping)?;
+        self.writer
+            .sync()
+            .await
+            .map_err(|_| EngineError::Stopping)?;
+        Ok(answer)
     }
 
     /// One device, if known.

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::alerting::{AlertChange, AlertEvaluator, AlertRule};
 use tokio::sync::{mpsc, oneshot, Notify};
+use vigil_core::alert::{AlertChange, AlertEvaluator, AlertRule, DeviceFacts};
 use vigil_core::convention::{Announced, DeviceInfo};
 use vigil_core::decode::metric_name;
 use vigil_core::presence::{PresenceState, PresenceTracker, Transition};
@@ -23,7 +23,7 @@ use vigil_core::{
 };
 use vigil_store::{Change, DeviceDescription, DeviceSettings, Record, Sample, WriterHandle};
 
-use crate::alerting::{alert_row, DeviceFacts};
+use crate::alerting::alert_row;
 use crate::bus::{AlertEvent, ConnectionEventView, DeviceEvent, Event, EventBus, MessageEvent};
 use crate::error::EngineError;
 
@@ -113,6 +113,8 @@ pub(crate) struct Ingest {
     pub webhooks: Vec<String>,
     pub webhook_queue: u32,
     pub webhook_wake: Arc<Notify>,
+    /// Alert changes found at start (alerts whose rule is gone), stored first.
+    pub startup_alerts: Vec<AlertChange>,
     known: HashMap<String, Known>,
     clients: HashMap<String, ClientOf>,
     /// Open connections per client id.
@@ -145,6 +147,7 @@ impl Ingest {
             webhooks: Vec::new(),
             webhook_queue: 10_000,
             webhook_wake: Arc::new(Notify::new()),
+            startup_alerts: Vec::new(),
             known: HashMap::new(),
             clients: HashMap::new(),
             connected: HashMap::new(),
@@ -184,6 +187,8 @@ impl Ingest {
         mut commands: mpsc::Receiver<Command>,
         mut stop: oneshot::Receiver<()>,
     ) {
+        let startup = std::mem::take(&mut self.startup_alerts);
+        self.alert_changes(startup).await;
         // Deadlines that passed while Vigil was stopped come first.
         self.check_deadlines(now_micros()).await;
         let mut save = tokio::time::interval(PRESENCE_SAVE_EVERY);
@@ -797,7 +802,7 @@ impl Ingest {
                     "expected_interval_s must be between 0 (learn it) and one year, not {seconds}"
                 )));
             }
-            settings.expected_interval = (seconds > 0.0).then(|| (seconds * 1e6) as Micros);
+            settings.expected_interval = (seconds > 0.0).then_some((seconds * 1e6) as Micros);
         }
         known.settings = settings.clone();
         let at = now_micros();

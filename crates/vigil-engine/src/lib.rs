@@ -25,13 +25,13 @@ mod ingest;
 pub mod view;
 mod webhook;
 
-pub use alerting::AlertRule;
 pub use bus::{Event, EventBus, Subscription};
 pub use config::{AlertsConfig, Config, HttpConfig, StoreConfig};
 pub use engine::{Engine, PublishRequest, Stats};
 pub use error::EngineError;
 pub use ingest::SettingsUpdate;
 pub use view::MessageView;
+pub use vigil_core::alert::AlertRule;
 pub use vigil_store::{
     AlertRow, Bucket, DeviceRow, DeviceSettings, MessageQuery, MetricRow, PresenceChange, Series,
     StoreStats,

@@ -28,6 +28,7 @@ enum WriteOp {
         oneshot::Sender<Result<RetentionReport, StoreError>>,
     ),
     Shutdown(oneshot::Sender<Result<(), StoreError>>),
+    Sync(oneshot::Sender<()>),
 }
 
 /// Feeds the writer task. Clone it freely; the task stops when
@@ -57,6 +58,18 @@ impl WriterHandle {
             .send(WriteOp::Change(change))
             .await
             .map_err(|_| StoreError::WriterStopped)
+    }
+
+    /// Returns once everything queued before this call has been committed
+    /// (or its commit has failed, which the writer logs), so that a reader
+    /// sees a change the caller has just made.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(WriteOp::Sync(reply))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)
     }
 
     /// Deletes old history as `retention` says. It runs on the writer task
@@ -320,6 +333,9 @@ impl Writer {
                     let _ = reply.send(result);
                 }
                 Some(WriteOp::Shutdown(reply)) => break Some((reply, flushed)),
+                Some(WriteOp::Sync(reply)) => {
+                    let _ = reply.send(());
+                }
                 Some(WriteOp::Record(_) | WriteOp::Change(_)) | None => {}
             }
         };
