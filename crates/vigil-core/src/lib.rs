@@ -24,7 +24,9 @@ pub mod observation;
 pub mod presence;
 pub mod time;
 
-pub use convention::{Convention, Conventions, ConventionsConfig, DeviceRef, Fact, Interpretation, MessageRef};
+pub use convention::{
+    Convention, Conventions, ConventionsConfig, DeviceRef, Fact, Interpretation, MessageRef,
+};
 pub use decode::{decode_payload, Decoded, Metric, PayloadKind};
 pub use identity::DeviceRule;
 pub use observation::{

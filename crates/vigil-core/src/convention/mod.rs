@@ -13,6 +13,7 @@
 //! Pure: no I/O, no clock (times come with the message), so every rule is
 //! tested with the example messages of the convention's own documentation.
 
+mod esphome;
 mod generic;
 mod home_assistant;
 mod homie;
@@ -20,7 +21,6 @@ mod shelly;
 mod sparkplug;
 mod tasmota;
 mod zigbee2mqtt;
-mod esphome;
 
 use serde::{Deserialize, Serialize};
 

@@ -137,12 +137,7 @@ fn parse_scalar(text: &str) -> Option<Decoded> {
     None
 }
 
-fn flatten(
-    value: &serde_json::Value,
-    path: &mut String,
-    depth: usize,
-    out: &mut Vec<Metric>,
-) {
+fn flatten(value: &serde_json::Value, path: &mut String, depth: usize, out: &mut Vec<Metric>) {
     if out.len() >= MAX_METRICS_PER_PAYLOAD || depth > MAX_JSON_DEPTH {
         return;
     }
@@ -152,7 +147,9 @@ fn flatten(
                 out.push(Metric::new(path.clone(), v));
             }
         }
-        serde_json::Value::Bool(b) => out.push(Metric::new(path.clone(), if *b { 1.0 } else { 0.0 })),
+        serde_json::Value::Bool(b) => {
+            out.push(Metric::new(path.clone(), if *b { 1.0 } else { 0.0 }))
+        }
         serde_json::Value::String(s) => {
             if let Some(d) = parse_scalar(s.trim()) {
                 if d.kind == PayloadKind::Boolean && !path.is_empty() {
@@ -207,7 +204,10 @@ mod tests {
     }
 
     fn pairs(d: &Decoded) -> Vec<(String, f64)> {
-        d.metrics.iter().map(|m| (m.name.clone(), m.value)).collect()
+        d.metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value))
+            .collect()
     }
 
     #[test]
