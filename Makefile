@@ -27,7 +27,7 @@ CARGO_TARGET_DIR ?= target
 VIGIL_BIN ?= $(abspath $(CARGO_TARGET_DIR))/debug/vigil
 PYTEST_ARGS ?=
 
-.PHONY: deps apt-deps venv build run test lint test-rust test-e2e bench
+.PHONY: deps apt-deps venv build run test lint test-rust test-e2e fuzz-smoke bench
 
 deps: apt-deps venv
 
@@ -63,6 +63,7 @@ test: deps build
 	$(MAKE) --no-print-directory lint || rc=1; \
 	$(MAKE) --no-print-directory test-rust || rc=1; \
 	$(MAKE) --no-print-directory test-e2e || rc=1; \
+	$(MAKE) --no-print-directory fuzz-smoke || rc=1; \
 	exit $$rc
 
 # Formatting and clippy, warnings as errors.
@@ -82,6 +83,27 @@ test-e2e: venv
 	VIGIL_BIN="$(VIGIL_BIN)" VIGIL_ARTIFACTS="$(abspath $(ARTIFACTS))" \
 	  $(VPY) -m pytest tests/e2e -p no:cacheprovider \
 	  --junitxml=$(ARTIFACTS)/e2e-junit.xml $(PYTEST_ARGS)
+
+# Every cargo-fuzz target of the parsers, briefly (FUZZ_SECONDS each): a
+# smoke run that the targets build and find nothing quickly. Longer runs:
+#   cd crates/vigil-core && RUSTC_BOOTSTRAP=1 cargo fuzz run senml -- -max_total_time=600
+# cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable
+# toolchain (the only one here) provide them.
+FUZZ_SECONDS ?= 15
+FUZZ_PROJECTS := crates/vigil-core crates/vigil-broker
+fuzz-smoke:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
+	@for project in $(FUZZ_PROJECTS); do \
+	  for target in $$(cd $$project && RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
+	    echo "fuzz $$project $$target ($(FUZZ_SECONDS) s)"; \
+	    log=$(abspath $(ARTIFACTS))/fuzz-$$(basename $$project)-$$target.log; mkdir -p $$(dirname $$log); \
+	    if ! (cd $$project && RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- \
+	          -max_total_time=$(FUZZ_SECONDS) >$$log 2>&1); then \
+	      tail -n 60 $$log; echo "fuzz target $$target of $$project failed: see $$log"; exit 1; \
+	    fi; \
+	    grep -E "^(#[0-9]+ *DONE|Done)" $$log | tail -n 1 || true; \
+	  done; \
+	done
 
 bench: deps
 	cargo run --release -p vigil-cli -- bench ingest --vs-mosquitto

@@ -41,6 +41,39 @@
 //! publish to the last reception) is the yardstick: what a plain broker does
 //! with the same load on the same machine, storing nothing.
 //!
+//! # Server CPU: the ingest cost
+//! The CPU time (user + system, all threads) of the server process is read
+//! from `/proc/<pid>/stat` when the publishing starts (every device
+//! connected) and when the storage wait of step 4 ends. Divided by the
+//! distinct bench messages stored, it is the **CPU µs per stored message**:
+//! what one message costs the server, whatever else shares the machine. The
+//! same is read for Mosquitto (per forwarded message) and for this process.
+//! `--vigil-bin` runs another build as the server (e.g. an older commit), so
+//! two builds are measured by the same harness.
+//!
+//! # Alert rules and presence
+//! - `--alert-rules N` creates N metric rules on `telemetry.temp` through
+//!   `POST /api/alert-rules` before the load (thresholds spread over 21–29 °C,
+//!   `for_s` 1–5 s, hysteresis 0.2; see [`bench_rule`]). The bench `temp` is
+//!   a sawtooth 20.0 → 29.9 over 100 messages whose phase differs per device,
+//!   so whether a rule fires depends on how long a device stays above its
+//!   threshold (the per-device message interval). The `alert` events seen on
+//!   `GET /api/events?types=presence,alert` until the storage wait ends are
+//!   counted by transition.
+//! - `--presence-probes K` runs K extra clients during the load (client id
+//!   and device `bench-probe-<i>`, topic `bench-probe-<i>/state`). Each, over
+//!   and over: opens a raw TCP connection, sends an MQTT 3.1.1 CONNECT and one
+//!   QoS 1 PUBLISH, waits for its PUBACK, and resets the connection
+//!   (`SO_LINGER` 0: no DISCONNECT, an RST). The device is then offline at
+//!   once ("connection lost"); the **presence latency** runs from the reset
+//!   (wall clock here) to the arrival of that device's `presence` event with
+//!   `to: "offline"` and `at` not before the reset. No event within 5 s is a
+//!   **miss**.
+//!
+//! A server without the alert API (`GET /api/alert-rules` answers 404, as the
+//! foundation build does) gets no rules and no latency is measured, with a
+//! note; the probes still run, so the load stays the same.
+//!
 //! # Caveats
 //! The publishers, the broker and this reader share the machine's cores, so
 //! the figures describe one box, not Vigil alone. Both ends of a latency use
@@ -72,7 +105,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 use vigil_core::{now_micros, Micros};
@@ -104,6 +137,22 @@ const PAGE: usize = 10_000;
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Where Debian installs Mosquitto.
 const MOSQUITTO_BIN: &str = "/usr/sbin/mosquitto";
+/// Client ids, devices and topics of presence probes start with this.
+const PROBE_PREFIX: &str = "bench-probe-";
+/// Probe topics are `bench-probe-<i>` followed by this.
+const PROBE_TOPIC_SUFFIX: &str = "/state";
+/// A probe's drop with no offline event within this long is a miss.
+const PROBE_EVENT_WAIT: Duration = Duration::from_secs(5);
+/// Time allowed for each step of a probe cycle (connect, CONNACK, PUBACK).
+const PROBE_STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between two cycles of one probe.
+const PROBE_PAUSE: Duration = Duration::from_millis(500);
+/// Most cycles one probe runs.
+const MAX_PROBE_CYCLES: u64 = 1_000;
+/// MQTT keepalive a probe announces, in seconds.
+const PROBE_KEEP_ALIVE_S: u16 = 30;
+/// The metric every bench alert rule watches.
+const RULE_METRIC: &str = "telemetry.temp";
 
 /// `vigil bench ingest`: publish from many devices into a fresh `vigil serve`
 /// and measure how many messages are stored, how fast, and how late.
@@ -138,11 +187,53 @@ pub struct IngestArgs {
     /// Print one JSON object on stdout instead of the human-readable report.
     #[arg(long)]
     pub json: bool,
+    /// Create this many metric alert rules on `telemetry.temp` before the
+    /// load, and count the alert events during it.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub alert_rules: u32,
+    /// Run this many presence probes during the load (connect, publish one
+    /// QoS 1 message, reset the connection; repeat) and measure how soon
+    /// each device's offline event arrives.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub presence_probes: u32,
+    /// Run this binary as the server (`<PATH> serve ...`) instead of this
+    /// executable, e.g. a build of an older commit.
+    #[arg(long, value_name = "PATH")]
+    pub vigil_bin: Option<PathBuf>,
+}
+
+/// What the Vigil run does besides the load.
+#[derive(Debug, Clone, Default)]
+struct VigilOptions {
+    /// The server binary; `None` = this executable.
+    bin: Option<PathBuf>,
+    alert_rules: u32,
+    presence_probes: u32,
+}
+
+impl VigilOptions {
+    /// Checks `--vigil-bin`.
+    fn from_args(args: &IngestArgs) -> Result<Self> {
+        if let Some(bin) = &args.vigil_bin {
+            if !bin.is_file() {
+                bail!(
+                    "--vigil-bin {}: no such file (give the path of a built `vigil` binary)",
+                    bin.display()
+                );
+            }
+        }
+        Ok(VigilOptions {
+            bin: args.vigil_bin.clone(),
+            alert_rules: args.alert_rules,
+            presence_probes: args.presence_probes,
+        })
+    }
 }
 
 /// Runs `vigil bench ingest`.
 pub async fn run_ingest(args: IngestArgs) -> Result<()> {
     let plan = LoadPlan::from_args(&args)?;
+    let options = VigilOptions::from_args(&args)?;
     // Fail before the long Vigil run, not after it.
     let mosquitto = if args.vs_mosquitto {
         Some(find_mosquitto()?)
@@ -155,12 +246,12 @@ pub async fn run_ingest(args: IngestArgs) -> Result<()> {
         .context("cannot create a temporary directory for the benchmark")?;
     let limit = Duration::from_secs(args.timeout);
 
-    let vigil = bench_vigil(&plan, workdir.path(), limit).await?;
+    let vigil = bench_vigil(&plan, &options, workdir.path(), limit).await?;
     let mosquitto = match mosquitto {
         Some(bin) => Some(bench_mosquitto(&bin, &plan, workdir.path(), limit).await?),
         None => None,
     };
-    let report = Report::new(&plan, args.timeout, vigil, mosquitto);
+    let report = Report::new(&plan, &options, args.timeout, vigil, mosquitto);
     if args.json {
         let text =
             serde_json::to_string_pretty(&report).context("cannot write the report as JSON")?;
@@ -218,7 +309,8 @@ impl LoadPlan {
         // Device 0 has the largest share, hence the longest `seq`.
         let largest_seq = plan.share(0).saturating_sub(1);
         let mut probe = Vec::new();
-        if let Err(needed) = write_payload(&mut probe, largest_seq, now_micros(), plan.payload_size)
+        if let Err(needed) =
+            write_payload(&mut probe, largest_seq, 0, now_micros(), plan.payload_size)
         {
             bail!(
                 "--payload-size {} is too small: the JSON payload (seq, sent_us, temp) needs at least {needed} bytes",
@@ -291,16 +383,32 @@ fn topic_device(topic: &str) -> Option<u32> {
         .ok()
 }
 
+/// Where device `device`'s `temp` sawtooth starts (0..100): devices are
+/// spread over the cycle, so even a short run crosses every threshold of
+/// `--alert-rules` somewhere, and the devices do not cross them in lockstep.
+fn temp_phase(device: u32) -> u64 {
+    u64::from(device) * 37 % 100
+}
+
 /// Writes the JSON payload of message `seq` into `buf` (cleared first), padded
 /// to exactly `size` bytes: with a `"pad"` field when there is room for one,
 /// else with spaces before the closing brace. `Err(n)`: it needs `n` bytes.
 ///
+/// `temp` is a sawtooth 20.0 → 29.9 over 100 messages, shifted by `phase`
+/// (see [`temp_phase`]).
+///
 /// `{"seq":123,"sent_us":1700000000000000,"temp":21.5,"pad":"xxxx"}`
-fn write_payload(buf: &mut Vec<u8>, seq: u64, sent_us: Micros, size: usize) -> Result<(), usize> {
+fn write_payload(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    phase: u64,
+    sent_us: Micros,
+    size: usize,
+) -> Result<(), usize> {
     const PAD_FIELD: &[u8] = b",\"pad\":\"\"";
     buf.clear();
     // A plausible metric that changes: 20.0 ..= 29.9, always four characters.
-    let tenths = 200 + seq % 100;
+    let tenths = 200 + seq.wrapping_add(phase) % 100;
     // Writing into a Vec cannot fail.
     let _ = write!(
         buf,
@@ -426,8 +534,14 @@ impl LoadOutcome {
 /// Publishes `plan` into the broker at `broker` and returns what each device
 /// saw; used for Vigil and Mosquitto alike. Every client connects first; the
 /// publishing starts when all are connected. Ends when every message is
-/// acknowledged (QoS 0: written) or at `deadline`.
-async fn run_load(broker: SocketAddr, plan: &LoadPlan, deadline: Instant) -> Result<LoadOutcome> {
+/// acknowledged (QoS 0: written) or at `deadline`. `started` (if any) is told
+/// when every device is connected and the publishing starts.
+async fn run_load(
+    broker: SocketAddr,
+    plan: &LoadPlan,
+    deadline: Instant,
+    started: Option<oneshot::Sender<()>>,
+) -> Result<LoadOutcome> {
     let count = plan.devices as usize;
     let mut connections = JoinSet::new();
     let mut readies = Vec::with_capacity(count);
@@ -475,6 +589,9 @@ async fn run_load(broker: SocketAddr, plan: &LoadPlan, deadline: Instant) -> Res
     }
 
     let start = Instant::now();
+    if let Some(started) = started {
+        let _ = started.send(());
+    }
     let mut publishers = JoinSet::new();
     for (device, client) in (0..plan.devices).zip(clients) {
         let plan = plan.clone();
@@ -531,6 +648,7 @@ async fn publish_share(
     deadline: Instant,
 ) -> Published {
     let topic = device_topic(device);
+    let phase = temp_phase(device);
     let mut out = Published {
         first_sent_us: None,
         timed_out: false,
@@ -548,7 +666,7 @@ async fn publish_share(
         }
         let sent_us = now_micros();
         let mut payload = Vec::with_capacity(plan.payload_size);
-        if let Err(needed) = write_payload(&mut payload, seq, sent_us, plan.payload_size) {
+        if let Err(needed) = write_payload(&mut payload, seq, phase, sent_us, plan.payload_size) {
             out.error = Some(format!("payload of seq {seq} needs {needed} bytes"));
             break;
         }
@@ -752,12 +870,16 @@ struct ServeChild {
 }
 
 impl ServeChild {
-    /// Starts `<this exe> serve` on free loopback ports with `data_dir`,
-    /// its stderr going to `log`, and waits for its ready line. `VIGIL_*`
-    /// variables are not passed on: the flags alone describe the instance.
-    async fn start(data_dir: &Path, log: &Path) -> Result<Self> {
-        let exe = std::env::current_exe()
-            .context("cannot start vigil serve: cannot find this executable")?;
+    /// Starts `<bin> serve` (default: this executable) on free loopback
+    /// ports with `data_dir`, its stderr going to `log`, and waits for its
+    /// ready line. `VIGIL_*` variables are not passed on: the flags alone
+    /// describe the instance.
+    async fn start(bin: Option<&Path>, data_dir: &Path, log: &Path) -> Result<Self> {
+        let exe = match bin {
+            Some(bin) => bin.to_owned(),
+            None => std::env::current_exe()
+                .context("cannot start vigil serve: cannot find this executable")?,
+        };
         let log_file = File::create(log).with_context(|| {
             format!("cannot start vigil serve: cannot create {}", log.display())
         })?;
@@ -939,12 +1061,67 @@ struct VigilRun {
     flushes: usize,
     resyncs: u64,
     foreign_rows: u64,
+    /// Stored messages of the presence probes.
+    probe_rows: u64,
     peak_rss_kib: Option<u64>,
+    /// The server's CPU when the publishing started and when the storage
+    /// wait ended; the same for this process.
+    server_cpu: Option<(CpuSample, CpuSample)>,
+    bench_cpu: Option<(CpuSample, CpuSample)>,
+    alerts: Option<AlertsRun>,
+    presence: Option<PresenceRun>,
     warnings: Vec<String>,
 }
 
+/// What `--alert-rules` did.
+#[derive(Debug, Default)]
+struct AlertsRun {
+    requested: u32,
+    created: u32,
+    /// Why no rule was created, if none was.
+    skipped: Option<String>,
+    events: Option<AlertTally>,
+}
+
+/// `alert` events by transition.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+struct AlertTally {
+    fired: u64,
+    acknowledged: u64,
+    cleared: u64,
+    other: u64,
+}
+
+/// What `--presence-probes` did.
+#[derive(Debug, Default)]
+struct PresenceRun {
+    probes: u32,
+    /// Latency was not measured, and why.
+    skipped: Option<String>,
+    /// Cycles that ended in a reset after a PUBACK.
+    drops: u64,
+    /// Drops with a matching offline event, µs from drop to arrival, sorted.
+    latency_us: Vec<u64>,
+    /// Drops without an event within [`PROBE_EVENT_WAIT`].
+    missed: u64,
+    /// Cycles that failed before the drop, and the distinct errors.
+    failed: u64,
+    errors: Vec<String>,
+    /// PUBLISHes written by the probes (they are stored too).
+    published: u64,
+    /// `presence` events seen in all (any device) and `resync`s of the
+    /// presence/alert stream.
+    presence_events: u64,
+    resyncs: u64,
+}
+
 /// Starts `vigil serve` in `dir`, measures it, and stops it whatever happened.
-async fn bench_vigil(plan: &LoadPlan, dir: &Path, limit: Duration) -> Result<VigilRun> {
+async fn bench_vigil(
+    plan: &LoadPlan,
+    options: &VigilOptions,
+    dir: &Path,
+    limit: Duration,
+) -> Result<VigilRun> {
     let data_dir = dir.join("vigil-data");
     std::fs::create_dir_all(&data_dir).with_context(|| {
         format!(
@@ -953,14 +1130,14 @@ async fn bench_vigil(plan: &LoadPlan, dir: &Path, limit: Duration) -> Result<Vig
         )
     })?;
     let log = dir.join("vigil-serve.log");
-    let serve = ServeChild::start(&data_dir, &log).await?;
+    let serve = ServeChild::start(options.bin.as_deref(), &data_dir, &log).await?;
     progress(&format!(
         "vigil serve is ready (mqtt {}, http {})",
         serve.ready.mqtt, serve.ready.http
     ));
 
     let measured = tokio::select! {
-        r = measure_vigil(plan, &serve.ready, limit) => r,
+        r = measure_vigil(plan, options, serve.pid, &serve.ready, limit) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow!(INTERRUPTED)),
     };
     let peak_rss_kib = serve.peak_rss_kib();
@@ -978,39 +1155,155 @@ async fn bench_vigil(plan: &LoadPlan, dir: &Path, limit: Duration) -> Result<Vig
     Ok(run)
 }
 
-/// Steps 2 to 5 of the module doc, against a running `vigil serve`.
-async fn measure_vigil(plan: &LoadPlan, ready: &ReadyLine, limit: Duration) -> Result<VigilRun> {
+/// Steps 2 to 5 of the module doc, against a running `vigil serve` (process
+/// `pid`), with the alert rules and presence probes of `options`.
+async fn measure_vigil(
+    plan: &LoadPlan,
+    options: &VigilOptions,
+    pid: u32,
+    ready: &ReadyLine,
+    limit: Duration,
+) -> Result<VigilRun> {
     let deadline = Instant::now() + limit;
-    let (mut flush_rx, _sse) = open_flushed_stream(ready.http)
+    let http = ready.http;
+    let (mut flush_rx, _sse) = open_event_stream(http, "flushed")
         .await
         .context("cannot subscribe to vigil serve's flushed events")?;
+    let mut warnings = Vec::new();
+
+    // Alert rules and the presence/alert event stream, if the server has them.
+    let wants_events = options.alert_rules > 0 || options.presence_probes > 0;
+    let no_api = if wants_events {
+        alert_api_missing(http, options).await?
+    } else {
+        None
+    };
+    let mut alerts = (options.alert_rules > 0).then(|| AlertsRun {
+        requested: options.alert_rules,
+        ..AlertsRun::default()
+    });
+    if let Some(alerts) = &mut alerts {
+        match &no_api {
+            Some(why) => alerts.skipped = Some(why.clone()),
+            None => {
+                progress(&format!(
+                    "creating {} alert rules on {RULE_METRIC}",
+                    options.alert_rules
+                ));
+                for i in 0..options.alert_rules {
+                    create_rule(http, &bench_rule(i, options.alert_rules)).await?;
+                    alerts.created += 1;
+                }
+            }
+        }
+    }
+    let probes = options.presence_probes as usize;
+    let mut probe_txs = Vec::with_capacity(probes);
+    let mut probe_rxs = Vec::with_capacity(probes);
+    for _ in 0..probes {
+        let (tx, rx) = mpsc::unbounded_channel();
+        probe_txs.push(tx);
+        // Without presence events there is nothing to wait for.
+        probe_rxs.push(no_api.is_none().then_some(rx));
+    }
+    let tally = if wants_events && no_api.is_none() {
+        let (events_rx, events_sse) = open_event_stream(http, "presence,alert")
+            .await
+            .context("cannot subscribe to vigil serve's presence and alert events")?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(tally_events(events_rx, probe_txs, stopped));
+        Some((stop, task, events_sse))
+    } else {
+        None
+    };
 
     progress(&format!(
-        "publishing {} messages from {} devices at QoS {} into vigil serve",
+        "publishing {} messages from {} devices at QoS {} into vigil serve{}",
         plan.messages,
         plan.devices,
-        plan.qos_number()
+        plan.qos_number(),
+        if probes > 0 {
+            format!(", with {probes} presence probes")
+        } else {
+            String::new()
+        }
     ));
-    let load = run_load(ready.mqtt, plan, deadline).await?;
+    let (stop_probes, probes_stopped) = watch::channel(false);
+    let (started_tx, started_rx) = oneshot::channel();
+    let mqtt = ready.mqtt;
+    let (load, side) = tokio::join!(run_load(mqtt, plan, deadline, Some(started_tx)), async {
+        started_rx.await.ok()?;
+        let server = CpuSample::take(Some(pid));
+        let bench = CpuSample::take(Some(std::process::id()));
+        let mut tasks = JoinSet::new();
+        for (i, events) in probe_rxs.into_iter().enumerate() {
+            let stop = probes_stopped.clone();
+            // Spread the probes over one pause.
+            let delay = PROBE_PAUSE * i as u32 / probes.max(1) as u32;
+            tasks.spawn(run_probe(i, mqtt, events, stop, delay, deadline));
+        }
+        Some((server, bench, tasks))
+    });
+    let _ = stop_probes.send(true);
+    let load = load?;
+    let (server_start, bench_start, mut probe_tasks) = side.context("the load never started")?;
+    let mut presence = (probes > 0).then(|| PresenceRun {
+        probes: options.presence_probes,
+        skipped: no_api.clone(),
+        ..PresenceRun::default()
+    });
+    while let Some(joined) = probe_tasks.join_next().await {
+        let outcome = joined.context("a presence probe task failed")?;
+        if let Some(p) = &mut presence {
+            p.add(outcome);
+        }
+    }
+    let probe_published = presence.as_ref().map_or(0, |p| p.published);
+
     let written = load.written();
     progress(&format!(
         "{written} messages sent; waiting until vigil serve has stored them"
     ));
-    let http = ready.http;
-    let (stored_count, wait_end) = wait_for_count(written, deadline, || async move {
-        let stats: ApiStats = http_get_json(http, "/api/stats").await?;
-        Ok(stats.messages)
-    })
-    .await?;
+    let (stored_count, wait_end) =
+        wait_for_count(written + probe_published, deadline, || async move {
+            let stats: ApiStats = http_get_json(http, "/api/stats").await?;
+            Ok(stats.messages)
+        })
+        .await?;
+    let server_end = CpuSample::take(Some(pid));
+    let bench_end = CpuSample::take(Some(std::process::id()));
+
+    if let Some((stop, task, _sse)) = tally {
+        let _ = stop.send(());
+        let seen = task.await.context("the event counting task failed")?;
+        if let Some(alerts) = &mut alerts {
+            alerts.events = Some(seen.alerts);
+        }
+        if let Some(p) = &mut presence {
+            p.presence_events = seen.presence_events;
+            p.resyncs = seen.resyncs;
+        }
+        if let Some(ended) = seen.ended {
+            warnings.push(format!(
+                "the presence/alert event stream ended early: {ended}"
+            ));
+        }
+        if seen.resyncs > 0 {
+            warnings.push(format!(
+                "the presence/alert event stream resynced {} time(s): events were missed",
+                seen.resyncs
+            ));
+        }
+    }
 
     progress("reading the stored messages back");
-    let (rows, foreign_rows) = read_back(ready.http).await?;
+    let back = read_back(http).await?;
 
     // Every row needs the flushed event that covers it: give the event
     // stream a moment to catch up with the last commit.
     let mut flushes = FlushLog::default();
     flushes.drain(&mut flush_rx);
-    if let Some(max_id) = rows.iter().map(|r| r.id).max() {
+    if let Some(max_id) = back.rows.iter().map(|r| r.id).max() {
         let wait_until = Instant::now() + STALL;
         while flushes.max_last_id() < max_id && flushes.ended.is_none() {
             match timeout_at(wait_until, flush_rx.recv()).await {
@@ -1021,8 +1314,12 @@ async fn measure_vigil(plan: &LoadPlan, ready: &ReadyLine, limit: Duration) -> R
     }
     flushes.drain(&mut flush_rx);
 
-    let analysis = analyse(&load, plan.qos != QoS::AtMostOnce, rows, &flushes.records);
-    let mut warnings = Vec::new();
+    let analysis = analyse(
+        &load,
+        plan.qos != QoS::AtMostOnce,
+        back.rows,
+        &flushes.records,
+    );
     if let Some(ended) = &flushes.ended {
         warnings.push(format!("the flushed event stream ended early: {ended}"));
     }
@@ -1033,10 +1330,73 @@ async fn measure_vigil(plan: &LoadPlan, ready: &ReadyLine, limit: Duration) -> R
         wait_end,
         flushes: flushes.records.len(),
         resyncs: flushes.resyncs,
-        foreign_rows,
+        foreign_rows: back.foreign,
+        probe_rows: back.probes,
         peak_rss_kib: None,
+        server_cpu: server_start.zip(server_end),
+        bench_cpu: bench_start.zip(bench_end),
+        alerts,
+        presence,
         warnings,
     })
+}
+
+/// `None` if the server has the alert API (`GET /api/alert-rules` answers
+/// 200), else why not, in words.
+async fn alert_api_missing(http: SocketAddr, options: &VigilOptions) -> Result<Option<String>> {
+    let (status, body) = http_request(http, "GET", "/api/alert-rules", None).await?;
+    let server = match &options.bin {
+        Some(bin) => bin.display().to_string(),
+        None => "this vigil".to_owned(),
+    };
+    match status {
+        200 => Ok(None),
+        404 => Ok(Some(format!(
+            "the server ({server}) has no alert or presence API (GET /api/alert-rules answered 404): an older build?"
+        ))),
+        _ => bail!(
+            "GET /api/alert-rules answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        ),
+    }
+}
+
+/// Alert rule `i` of `count` (see the module doc): threshold spread evenly
+/// from 29.0 (rule 0) down to 21.0 (the last), `for_s` 1, 2, .. 5, 1, ..,
+/// hysteresis 0.2, every device.
+fn bench_rule(i: u32, count: u32) -> serde_json::Value {
+    let step = if count > 1 {
+        8.0 / f64::from(count - 1)
+    } else {
+        0.0
+    };
+    let above = round(29.0 - step * f64::from(i), 3);
+    let for_s = f64::from(1 + i % 5);
+    serde_json::json!({
+        "name": format!("bench rule {i}: {RULE_METRIC} above {above} for {for_s} s"),
+        "severity": "warning",
+        "enabled": true,
+        "scope": {},
+        "condition": {"metric": {
+            "metric": RULE_METRIC,
+            "test": {"above": above},
+            "for_s": for_s,
+            "hysteresis": 0.2,
+        }},
+    })
+}
+
+/// `POST /api/alert-rules` with `rule`, expecting 201.
+async fn create_rule(http: SocketAddr, rule: &serde_json::Value) -> Result<()> {
+    let body = serde_json::to_vec(rule).context("cannot write an alert rule as JSON")?;
+    let (status, answer) = http_request(http, "POST", "/api/alert-rules", Some(&body)).await?;
+    if status != 201 {
+        bail!(
+            "POST /api/alert-rules answered {status}: {} (the rule sent: {rule})",
+            String::from_utf8_lossy(&answer[..answer.len().min(500)])
+        );
+    }
+    Ok(())
 }
 
 /// `GET /api/stats`, the part the bench reads.
@@ -1062,11 +1422,21 @@ struct StoredRow {
     sent_us: Micros,
 }
 
-/// Reads every stored message, newest first, page by page. Returns the bench
-/// messages and how many others (foreign topic, unreadable payload) there were.
-async fn read_back(http: SocketAddr) -> Result<(Vec<StoredRow>, u64)> {
+/// Every stored message, as the bench sorts them.
+struct ReadBack {
+    /// The load's messages.
+    rows: Vec<StoredRow>,
+    /// Others: foreign topic, unreadable payload.
+    foreign: u64,
+    /// The presence probes' messages.
+    probes: u64,
+}
+
+/// Reads every stored message, newest first, page by page.
+async fn read_back(http: SocketAddr) -> Result<ReadBack> {
     let mut rows = Vec::new();
     let mut foreign = 0u64;
+    let mut probes = 0u64;
     let mut before: Option<i64> = None;
     loop {
         let path = match before {
@@ -1080,6 +1450,7 @@ async fn read_back(http: SocketAddr) -> Result<(Vec<StoredRow>, u64)> {
         for message in &page {
             match parse_row(message) {
                 Some(row) => rows.push(row),
+                None if probe_index(&message.topic).is_some() => probes += 1,
                 None => foreign += 1,
             }
         }
@@ -1091,7 +1462,11 @@ async fn read_back(http: SocketAddr) -> Result<(Vec<StoredRow>, u64)> {
         }
         before = Some(oldest);
     }
-    Ok((rows, foreign))
+    Ok(ReadBack {
+        rows,
+        foreign,
+        probes,
+    })
 }
 
 /// A bench message from a stored one, or `None` if it is not one.
@@ -1121,8 +1496,22 @@ struct FlushRecord {
 #[derive(Debug)]
 enum StreamNote {
     Flushed(FlushRecord),
+    Presence(PresenceSeen),
+    /// An `alert` event's `transition`.
+    Alert(String),
     Resync,
     Ended(String),
+}
+
+/// A `presence` event as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PresenceSeen {
+    device: String,
+    /// The time of its cause (server clock).
+    at: Micros,
+    to: String,
+    /// When it arrived here.
+    received_us: Micros,
 }
 
 /// The flushed events received so far.
@@ -1139,6 +1528,7 @@ impl FlushLog {
             StreamNote::Flushed(record) => self.records.push(record),
             StreamNote::Resync => self.resyncs += 1,
             StreamNote::Ended(why) => self.ended = Some(why),
+            StreamNote::Presence(_) | StreamNote::Alert(_) => {}
         }
     }
     fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<StreamNote>) {
@@ -1171,43 +1561,59 @@ struct FlushedData {
     committed_at: Micros,
 }
 
-/// Opens `GET /api/events?types=flushed` and returns, once the server has
+/// The `presence` event's data, the part the bench reads.
+#[derive(Debug, Deserialize)]
+struct PresenceData {
+    device: String,
+    at: Micros,
+    to: String,
+}
+
+/// The `alert` event's data, the part the bench reads.
+#[derive(Debug, Deserialize)]
+struct AlertData {
+    transition: String,
+}
+
+/// Opens `GET /api/events?types=<types>` and returns, once the server has
 /// answered 200 (so it is listening), a channel of what arrives and the task
 /// that reads it.
-async fn open_flushed_stream(
+async fn open_event_stream(
     http: SocketAddr,
+    types: &str,
 ) -> Result<(mpsc::UnboundedReceiver<StreamNote>, AbortOnDrop)> {
-    const PATH: &str = "/api/events?types=flushed";
+    let path = format!("/api/events?types={types}");
+    let path = path.as_str();
     let mut stream = timeout(HTTP_TIMEOUT, TcpStream::connect(http))
         .await
         .map_err(|_| anyhow!("cannot connect to {http}: timed out"))?
         .with_context(|| format!("cannot connect to {http}"))?;
-    let request = format!("GET {PATH} HTTP/1.1\r\nHost: {http}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .await
-        .with_context(|| format!("GET {PATH}"))?;
+        .with_context(|| format!("GET {path}"))?;
     let mut raw = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     let head_end = loop {
         let n = timeout(HTTP_TIMEOUT, stream.read(&mut buf))
             .await
-            .map_err(|_| anyhow!("GET {PATH}: no answer within {} s", HTTP_TIMEOUT.as_secs()))?
-            .with_context(|| format!("GET {PATH}"))?;
+            .map_err(|_| anyhow!("GET {path}: no answer within {} s", HTTP_TIMEOUT.as_secs()))?
+            .with_context(|| format!("GET {path}"))?;
         if n == 0 {
-            bail!("GET {PATH}: the connection closed before the response headers");
+            bail!("GET {path}: the connection closed before the response headers");
         }
         raw.extend_from_slice(&buf[..n]);
         if let Some(at) = find(&raw, b"\r\n\r\n") {
             break at;
         }
         if raw.len() > 64 * 1024 {
-            bail!("GET {PATH}: response headers longer than 64 KiB");
+            bail!("GET {path}: response headers longer than 64 KiB");
         }
     };
-    let head = parse_head(&raw[..head_end]).with_context(|| format!("GET {PATH}"))?;
+    let head = parse_head(&raw[..head_end]).with_context(|| format!("GET {path}"))?;
     if head.status != 200 {
-        bail!("GET {PATH} answered {}", head.status);
+        bail!("GET {path} answered {}", head.status);
     }
     let first = raw.split_off(head_end + 4);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -1222,7 +1628,7 @@ async fn open_flushed_stream(
 }
 
 /// Reads the event stream body, decoding chunks and SSE, and reports
-/// `flushed` and `resync` events with their arrival time.
+/// `flushed`, `presence`, `alert` and `resync` events with their arrival time.
 async fn pump_events(
     mut stream: TcpStream,
     chunked: bool,
@@ -1259,6 +1665,24 @@ async fn pump_events(
                         committed_at: data.committed_at,
                     })
                 }
+                "presence" => {
+                    let data: PresenceData =
+                        serde_json::from_str(&event.data).with_context(|| {
+                            format!("a presence event has unexpected data: {}", event.data)
+                        })?;
+                    StreamNote::Presence(PresenceSeen {
+                        device: data.device,
+                        at: data.at,
+                        to: data.to,
+                        received_us,
+                    })
+                }
+                "alert" => {
+                    let data: AlertData = serde_json::from_str(&event.data).with_context(|| {
+                        format!("an alert event has unexpected data: {}", event.data)
+                    })?;
+                    StreamNote::Alert(data.transition)
+                }
                 "resync" => StreamNote::Resync,
                 _ => continue,
             };
@@ -1279,6 +1703,377 @@ async fn pump_events(
         }
         input.clear();
         input.extend_from_slice(&buf[..n]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Presence probes and the presence/alert event stream
+// ---------------------------------------------------------------------------
+
+/// Device (and client id) of probe `i`.
+fn probe_device(i: usize) -> String {
+    format!("{PROBE_PREFIX}{i}")
+}
+
+/// Topic of probe `i`.
+fn probe_topic(i: usize) -> String {
+    format!("{PROBE_PREFIX}{i}{PROBE_TOPIC_SUFFIX}")
+}
+
+/// The probe number in a probe device or topic, or `None` for anything else.
+fn probe_index(device_or_topic: &str) -> Option<usize> {
+    let rest = device_or_topic.strip_prefix(PROBE_PREFIX)?;
+    let number = rest.strip_suffix(PROBE_TOPIC_SUFFIX).unwrap_or(rest);
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse().ok()
+}
+
+/// What the presence/alert stream showed until it was stopped.
+#[derive(Debug, Default)]
+struct EventsSeen {
+    alerts: AlertTally,
+    presence_events: u64,
+    resyncs: u64,
+    ended: Option<String>,
+}
+
+/// Counts `alert` events by transition and `presence` events, and hands
+/// every probe device's offline event to that probe, until `stop`.
+async fn tally_events(
+    mut events: mpsc::UnboundedReceiver<StreamNote>,
+    probes: Vec<mpsc::UnboundedSender<PresenceSeen>>,
+    mut stop: oneshot::Receiver<()>,
+) -> EventsSeen {
+    let mut seen = EventsSeen::default();
+    loop {
+        let note = tokio::select! {
+            biased;
+            note = events.recv() => note,
+            _ = &mut stop => None,
+        };
+        match note {
+            Some(StreamNote::Alert(transition)) => match transition.as_str() {
+                "fired" => seen.alerts.fired += 1,
+                "acknowledged" => seen.alerts.acknowledged += 1,
+                "cleared" => seen.alerts.cleared += 1,
+                _ => seen.alerts.other += 1,
+            },
+            Some(StreamNote::Presence(p)) => {
+                seen.presence_events += 1;
+                if p.to == "offline" {
+                    if let Some(tx) = probe_index(&p.device).and_then(|i| probes.get(i)) {
+                        // The probe may be done already.
+                        let _ = tx.send(p);
+                    }
+                }
+            }
+            Some(StreamNote::Resync) => seen.resyncs += 1,
+            Some(StreamNote::Ended(why)) => {
+                seen.ended = Some(why);
+                break;
+            }
+            Some(StreamNote::Flushed(_)) => {}
+            None => break,
+        }
+    }
+    seen
+}
+
+/// What one probe did.
+#[derive(Debug, Default)]
+struct ProbeOutcome {
+    drops: u64,
+    latency_us: Vec<u64>,
+    missed: u64,
+    failed: u64,
+    errors: Vec<String>,
+    published: u64,
+}
+
+impl PresenceRun {
+    /// Adds one probe's figures.
+    fn add(&mut self, probe: ProbeOutcome) {
+        self.drops += probe.drops;
+        self.latency_us.extend(probe.latency_us);
+        self.latency_us.sort_unstable();
+        self.missed += probe.missed;
+        self.failed += probe.failed;
+        self.published += probe.published;
+        for e in probe.errors {
+            if !self.errors.contains(&e) && self.errors.len() < 5 {
+                self.errors.push(e);
+            }
+        }
+    }
+}
+
+/// Probe `i`: after `delay`, cycles (see the module doc) until `stop`,
+/// [`MAX_PROBE_CYCLES`] or `deadline`, pausing [`PROBE_PAUSE`] between
+/// cycles. With `events`, waits after each drop for the device's offline
+/// event (at most [`PROBE_EVENT_WAIT`]).
+async fn run_probe(
+    i: usize,
+    broker: SocketAddr,
+    mut events: Option<mpsc::UnboundedReceiver<PresenceSeen>>,
+    mut stop: watch::Receiver<bool>,
+    delay: Duration,
+    deadline: Instant,
+) -> ProbeOutcome {
+    let client_id = probe_device(i);
+    let topic = probe_topic(i);
+    let mut out = ProbeOutcome::default();
+    let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
+    let _ = timeout(delay, stop.wait_for(|s| *s)).await;
+    for cycle in 0..MAX_PROBE_CYCLES {
+        if stopped(&stop) || Instant::now() >= deadline {
+            break;
+        }
+        let payload = format!("{{\"cycle\":{cycle}}}");
+        let dropped_us = match probe_cycle(broker, &client_id, &topic, payload.as_bytes()).await {
+            Ok(dropped_us) => {
+                out.published += 1;
+                out.drops += 1;
+                dropped_us
+            }
+            Err((published, e)) => {
+                out.published += u64::from(published);
+                out.failed += 1;
+                let e = format!("{e:#}");
+                if !out.errors.contains(&e) {
+                    out.errors.push(e);
+                }
+                let _ = timeout(PROBE_PAUSE, stop.wait_for(|s| *s)).await;
+                continue;
+            }
+        };
+        if let Some(rx) = &mut events {
+            let wait_until = Instant::now() + PROBE_EVENT_WAIT;
+            let matched = loop {
+                match timeout_at(wait_until, rx.recv()).await {
+                    // The reset caused it only if it came after the reset.
+                    Ok(Some(seen)) if seen.at >= dropped_us => break Some(seen),
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break None,
+                }
+            };
+            match matched {
+                Some(seen) => out
+                    .latency_us
+                    .push(non_negative(seen.received_us - dropped_us)),
+                None => out.missed += 1,
+            }
+        }
+        let _ = timeout(PROBE_PAUSE, stop.wait_for(|s| *s)).await;
+    }
+    out
+}
+
+/// One probe cycle: connect, CONNECT/CONNACK, one QoS 1 PUBLISH/PUBACK,
+/// then a reset (`SO_LINGER` 0, no DISCONNECT). Returns when the socket was
+/// reset (µs, wall clock); on failure, whether the PUBLISH was written.
+async fn probe_cycle(
+    broker: SocketAddr,
+    client_id: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Result<Micros, (bool, anyhow::Error)> {
+    let mut stream = within("connect", TcpStream::connect(broker))
+        .await
+        .map_err(|e| (false, e))?;
+    let _ = stream.set_nodelay(true);
+    let mut ack = [0u8; 4];
+    let connect = mqtt_connect(client_id, PROBE_KEEP_ALIVE_S);
+    within("CONNECT", stream.write_all(&connect))
+        .await
+        .map_err(|e| (false, e))?;
+    within("CONNACK", stream.read_exact(&mut ack))
+        .await
+        .map_err(|e| (false, e))?;
+    if ack[0] != 0x20 || ack[1] != 2 || ack[3] != 0 {
+        return Err((false, anyhow!("CONNACK: refused or malformed: {ack:02x?}")));
+    }
+    let publish = mqtt_publish_qos1(topic, 1, payload);
+    within("PUBLISH", stream.write_all(&publish))
+        .await
+        .map_err(|e| (false, e))?;
+    within("PUBACK", stream.read_exact(&mut ack))
+        .await
+        .map_err(|e| (true, e))?;
+    if ack != [0x40, 2, 0, 1] {
+        return Err((
+            true,
+            anyhow!("PUBACK: expected 40 02 00 01, got {ack:02x?}"),
+        ));
+    }
+    stream
+        .set_zero_linger()
+        .map_err(|e| (true, anyhow!("SO_LINGER: {e}")))?;
+    let dropped_us = now_micros();
+    drop(stream);
+    Ok(dropped_us)
+}
+
+/// `step` within [`PROBE_STEP_TIMEOUT`], its error named `what`.
+async fn within<T>(
+    what: &str,
+    step: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T> {
+    match timeout(PROBE_STEP_TIMEOUT, step).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(anyhow!("{what}: {e}")),
+        Err(_) => Err(anyhow!(
+            "{what}: not done within {} s",
+            PROBE_STEP_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// An MQTT remaining length (variable-length integer, up to 268,435,455).
+fn put_remaining_length(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// A UTF-8 string with its two-byte length (at most 65,535 bytes).
+fn put_mqtt_str(out: &mut Vec<u8>, s: &[u8]) {
+    let len = s.len().min(usize::from(u16::MAX));
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(&s[..len]);
+}
+
+/// An MQTT 3.1.1 CONNECT: clean session, no will, no login.
+fn mqtt_connect(client_id: &str, keep_alive_s: u16) -> Vec<u8> {
+    let mut body = Vec::with_capacity(12 + client_id.len());
+    put_mqtt_str(&mut body, b"MQTT");
+    body.push(4); // protocol level 3.1.1
+    body.push(0x02); // clean session
+    body.extend_from_slice(&keep_alive_s.to_be_bytes());
+    put_mqtt_str(&mut body, client_id.as_bytes());
+    let mut packet = vec![0x10];
+    put_remaining_length(&mut packet, body.len());
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// An MQTT 3.1.1 PUBLISH at QoS 1, not retained.
+fn mqtt_publish_qos1(topic: &str, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(4 + topic.len() + payload.len());
+    put_mqtt_str(&mut body, topic.as_bytes());
+    body.extend_from_slice(&packet_id.to_be_bytes());
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x32];
+    put_remaining_length(&mut packet, body.len());
+    packet.extend_from_slice(&body);
+    packet
+}
+
+// ---------------------------------------------------------------------------
+// CPU time of a process
+// ---------------------------------------------------------------------------
+
+/// Clock ticks a process has run, from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTicks {
+    /// `utime`: user mode, all threads.
+    user: u64,
+    /// `stime`: kernel mode, all threads.
+    system: u64,
+}
+
+/// `utime` and `stime` (fields 14 and 15) of a `/proc/<pid>/stat` line. The
+/// process name (field 2) is in parentheses and may hold spaces and
+/// parentheses itself, so the fields are counted from the last `)`.
+fn parse_proc_stat(stat: &str) -> Option<CpuTicks> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // Field 3 (`state`) is the first after the name.
+    let mut fields = after_name.split_whitespace().skip(14 - 3);
+    let user = fields.next()?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some(CpuTicks { user, system })
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+fn clock_ticks_per_s() -> Option<u64> {
+    // SAFETY: sysconf only reads a system setting.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0)
+}
+
+/// A process's CPU time so far, and when it was read.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    ticks: CpuTicks,
+    at: Instant,
+}
+
+impl CpuSample {
+    /// Reads process `pid`'s CPU time, if it (still) exists.
+    fn take(pid: Option<u32>) -> Option<CpuSample> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+        Some(CpuSample {
+            ticks: parse_proc_stat(&stat)?,
+            at: Instant::now(),
+        })
+    }
+}
+
+/// CPU used between two samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+struct CpuReport {
+    /// User + system CPU seconds.
+    cpu_s: f64,
+    user_s: f64,
+    system_s: f64,
+    /// Wall-clock seconds between the samples.
+    wall_s: f64,
+    /// `cpu_s / wall_s`: cores kept busy on average.
+    cores: f64,
+    /// CPU µs per message (stored for Vigil, forwarded for Mosquitto).
+    cpu_us_per_msg: Option<f64>,
+}
+
+impl CpuReport {
+    /// The CPU used from `start` to `end`, per message of `messages`.
+    fn between(start: CpuSample, end: CpuSample, hz: u64, messages: u64) -> CpuReport {
+        let seconds = |ticks: u64| ticks as f64 / hz as f64;
+        let user = seconds(end.ticks.user.saturating_sub(start.ticks.user));
+        let system = seconds(end.ticks.system.saturating_sub(start.ticks.system));
+        let cpu = user + system;
+        let wall = end.at.saturating_duration_since(start.at).as_secs_f64();
+        CpuReport {
+            cpu_s: round(cpu, 3),
+            user_s: round(user, 3),
+            system_s: round(system, 3),
+            wall_s: round(wall, 3),
+            cores: if wall > 0.0 {
+                round(cpu / wall, 3)
+            } else {
+                0.0
+            },
+            cpu_us_per_msg: (messages > 0).then(|| round(cpu * 1e6 / messages as f64, 2)),
+        }
+    }
+
+    /// From an optional pair of samples.
+    fn of(samples: Option<(CpuSample, CpuSample)>, messages: u64) -> Option<CpuReport> {
+        let (start, end) = samples?;
+        Some(CpuReport::between(
+            start,
+            end,
+            clock_ticks_per_s()?,
+            messages,
+        ))
     }
 }
 
@@ -1491,6 +2286,8 @@ struct MosquittoRun {
     received: u64,
     last_received_us: Option<Micros>,
     wait_end: WaitEnd,
+    /// Mosquitto's CPU when the publishing started and when the wait ended.
+    cpu: Option<(CpuSample, CpuSample)>,
     warnings: Vec<String>,
 }
 
@@ -1521,11 +2318,12 @@ async fn bench_mosquitto(
         .spawn()
         .with_context(|| format!("cannot start mosquitto ({})", bin.display()))?;
     let broker = SocketAddr::from(([127, 0, 0, 1], port));
+    let pid = child.id();
     let measured = match wait_for_port(broker, &mut child).await {
         Ok(()) => {
             progress(&format!("mosquitto is listening on {broker}"));
             tokio::select! {
-                r = measure_mosquitto(plan, broker, limit) => r,
+                r = measure_mosquitto(plan, broker, pid, limit) => r,
                 _ = tokio::signal::ctrl_c() => Err(anyhow!(INTERRUPTED)),
             }
         }
@@ -1570,6 +2368,7 @@ async fn wait_for_port(addr: SocketAddr, child: &mut Child) -> Result<()> {
 async fn measure_mosquitto(
     plan: &LoadPlan,
     broker: SocketAddr,
+    pid: Option<u32>,
     limit: Duration,
 ) -> Result<MosquittoRun> {
     let deadline = Instant::now() + limit;
@@ -1580,13 +2379,20 @@ async fn measure_mosquitto(
         plan.devices,
         plan.qos_number()
     ));
-    let load = run_load(broker, plan, deadline).await?;
+    let (started_tx, started_rx) = oneshot::channel();
+    let (load, cpu_start) =
+        tokio::join!(run_load(broker, plan, deadline, Some(started_tx)), async {
+            started_rx.await.ok()?;
+            CpuSample::take(pid)
+        });
+    let load = load?;
     let counter = Arc::clone(&subscriber.count);
     let (_, wait_end) = wait_for_count(load.written(), deadline, || {
         let counter = Arc::clone(&counter);
         async move { Ok(counter.load(Ordering::Relaxed)) }
     })
     .await?;
+    let cpu_end = CpuSample::take(pid);
     let heard = subscriber.stop().await?;
     let mut warnings = Vec::new();
     if let Some(e) = heard.error {
@@ -1597,6 +2403,7 @@ async fn measure_mosquitto(
         received: heard.count,
         last_received_us: heard.last_us,
         wait_end,
+        cpu: cpu_start.zip(cpu_end),
         warnings,
     })
 }
@@ -1714,6 +2521,10 @@ struct ReportConfig {
     rate: u64,
     inflight: u16,
     timeout_s: u64,
+    /// `--vigil-bin`; `None` = this executable.
+    vigil_bin: Option<String>,
+    alert_rules: u32,
+    presence_probes: u32,
 }
 
 /// Vigil's figures.
@@ -1751,7 +2562,50 @@ struct VigilReport {
     /// `reached`, `stalled` or `timed_out`.
     wait_end: &'static str,
     timed_out: bool,
+    /// CPU of `vigil serve` from the first publish to the end of the storage
+    /// wait, per distinct stored bench message: the ingest cost.
+    server_cpu: Option<CpuReport>,
+    /// CPU of this process (publishers, probes, readers) over the same span.
+    bench_cpu: Option<CpuReport>,
+    /// Stored messages of the presence probes (not in `unexpected_rows`).
+    probe_rows: u64,
+    /// `--alert-rules`.
+    alerts: Option<AlertsReport>,
+    /// `--presence-probes`.
+    presence: Option<PresenceReport>,
     warnings: Vec<String>,
+}
+
+/// What `--alert-rules` did.
+#[derive(Debug, Serialize)]
+struct AlertsReport {
+    requested: u32,
+    created: u32,
+    /// Why none was created.
+    skipped: Option<String>,
+    /// `alert` events seen from the first publish to the end of the storage
+    /// wait, by transition; `None` when skipped.
+    events: Option<AlertTally>,
+}
+
+/// What `--presence-probes` did.
+#[derive(Debug, Serialize)]
+struct PresenceReport {
+    probes: u32,
+    /// Connections reset after their PUBACK.
+    drops: u64,
+    /// Reset → offline `presence` event received, over the drops that had one.
+    latency: Option<Latency>,
+    /// Drops with no offline event within 5 s.
+    missed: u64,
+    /// Cycles that failed before their reset, and the distinct errors.
+    failed_cycles: u64,
+    errors: Vec<String>,
+    /// Every `presence` event seen (any device) and the stream's resyncs.
+    presence_events: u64,
+    resyncs: u64,
+    /// Why the latency was not measured.
+    skipped: Option<String>,
 }
 
 /// Mosquitto's figures.
@@ -1767,6 +2621,9 @@ struct MosquittoReport {
     ack_rate_msg_s: Option<f64>,
     wait_end: &'static str,
     timed_out: bool,
+    /// CPU of `mosquitto` from the first publish to the end of the wait,
+    /// per message received by the subscriber.
+    server_cpu: Option<CpuReport>,
     warnings: Vec<String>,
 }
 
@@ -1804,6 +2661,7 @@ fn load_warnings(load: &LoadOutcome, wait_end: WaitEnd, what: &str) -> Vec<Strin
 impl Report {
     fn new(
         plan: &LoadPlan,
+        options: &VigilOptions,
         timeout_s: u64,
         vigil: VigilRun,
         mosquitto: Option<MosquittoRun>,
@@ -1855,6 +2713,26 @@ impl Report {
             stats_messages: vigil.stored_count,
             wait_end: vigil.wait_end.name(),
             timed_out: vigil.load.timed_out() || vigil.wait_end == WaitEnd::TimedOut,
+            server_cpu: CpuReport::of(vigil.server_cpu, a.stored),
+            bench_cpu: CpuReport::of(vigil.bench_cpu, a.stored),
+            probe_rows: vigil.probe_rows,
+            alerts: vigil.alerts.as_ref().map(|r| AlertsReport {
+                requested: r.requested,
+                created: r.created,
+                skipped: r.skipped.clone(),
+                events: r.events,
+            }),
+            presence: vigil.presence.as_ref().map(|p| PresenceReport {
+                probes: p.probes,
+                drops: p.drops,
+                latency: Latency::of(&p.latency_us),
+                missed: p.missed,
+                failed_cycles: p.failed,
+                errors: p.errors.clone(),
+                presence_events: p.presence_events,
+                resyncs: p.resyncs,
+                skipped: p.skipped.clone(),
+            }),
             warnings,
         };
         let mosquitto_report = mosquitto.map(|m| {
@@ -1875,6 +2753,7 @@ impl Report {
                 },
                 wait_end: m.wait_end.name(),
                 timed_out: m.load.timed_out() || m.wait_end == WaitEnd::TimedOut,
+                server_cpu: CpuReport::of(m.cpu, m.received),
                 warnings,
             }
         });
@@ -1891,6 +2770,9 @@ impl Report {
                 rate: plan.rate,
                 inflight: plan.inflight,
                 timeout_s,
+                vigil_bin: options.bin.as_ref().map(|b| b.display().to_string()),
+                alert_rules: options.alert_rules,
+                presence_probes: options.presence_probes,
             },
             vigil: vigil_report,
             mosquitto: mosquitto_report,
@@ -1918,6 +2800,9 @@ impl Report {
             "Vigil ingest: {} devices, {} messages, QoS {}, {}-byte payloads, rate {pace}, inflight {}/client",
             c.devices, c.messages, c.qos, c.payload_size, c.inflight
         );
+        if let Some(bin) = &c.vigil_bin {
+            let _ = writeln!(s, "  server binary     {bin}");
+        }
         let _ = writeln!(
             s,
             "  sent              {} (of {} planned)",
@@ -1965,6 +2850,69 @@ impl Report {
             "  flushed events    {} ({} resync)",
             v.flushed_events, v.resyncs
         );
+        let _ = writeln!(
+            s,
+            "  server CPU        {} (vigil serve, first publish -> all stored)",
+            opt_cpu(v.server_cpu, "stored")
+        );
+        let _ = writeln!(
+            s,
+            "  bench CPU         {} (this process, same span)",
+            opt_cpu(v.bench_cpu, "stored")
+        );
+        let mut said_why = false;
+        if let Some(a) = &v.alerts {
+            match (&a.skipped, &a.events) {
+                (Some(why), _) => {
+                    said_why = true;
+                    let _ = writeln!(s, "  alert rules       none created: {why}");
+                }
+                (None, events) => {
+                    let events = match events {
+                        Some(e) => format!(
+                            "alert events fired {}, acknowledged {}, cleared {}{}",
+                            e.fired,
+                            e.acknowledged,
+                            e.cleared,
+                            if e.other > 0 {
+                                format!(", other {}", e.other)
+                            } else {
+                                String::new()
+                            }
+                        ),
+                        None => "alert events not counted".to_owned(),
+                    };
+                    let _ = writeln!(s, "  alert rules       {} created; {events}", a.created);
+                }
+            }
+        }
+        if let Some(p) = &v.presence {
+            let _ = writeln!(
+                s,
+                "  presence probes   {} probes, {} resets, {} failed cycles, {} stored messages",
+                p.probes, p.drops, p.failed_cycles, v.probe_rows
+            );
+            match &p.skipped {
+                Some(_) if said_why => {
+                    let _ = writeln!(s, "  presence latency  not measured (see above)");
+                }
+                Some(why) => {
+                    let _ = writeln!(s, "  presence latency  not measured: {why}");
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "  presence latency  {} (reset -> offline event received); missed {} (none within {} s)",
+                        opt_latency(p.latency),
+                        p.missed,
+                        PROBE_EVENT_WAIT.as_secs()
+                    );
+                }
+            }
+            for e in &p.errors {
+                let _ = writeln!(s, "  probe error: {e}");
+            }
+        }
         for w in &v.warnings {
             let _ = writeln!(s, "  warning: {w}");
         }
@@ -1984,6 +2932,11 @@ impl Report {
                 m.forward_span_s
                     .map(|t| format!(" (first publish -> last received: {t} s)"))
                     .unwrap_or_default()
+            );
+            let _ = writeln!(
+                s,
+                "  server CPU        {} (mosquitto, first publish -> all received)",
+                opt_cpu(m.server_cpu, "forwarded")
             );
             for w in &m.warnings {
                 let _ = writeln!(s, "  warning: {w}");
@@ -2008,6 +2961,25 @@ fn opt_rate(rate: Option<f64>, unit: &str) -> String {
     }
 }
 
+/// `4.20 s over 2.10 s (2.00 cores; user 3.10 s, system 1.10 s) = 84.0 µs
+/// per stored message`, or `unknown`.
+fn opt_cpu(cpu: Option<CpuReport>, per: &str) -> String {
+    match cpu {
+        Some(c) => format!(
+            "{:.2} s over {:.2} s ({:.2} cores; user {:.2} s, system {:.2} s) = {} per {per} message",
+            c.cpu_s,
+            c.wall_s,
+            c.cores,
+            c.user_s,
+            c.system_s,
+            c.cpu_us_per_msg
+                .map(|us| format!("{us:.1} µs"))
+                .unwrap_or_else(|| "unknown".to_owned())
+        ),
+        None => "unknown".to_owned(),
+    }
+}
+
 /// `p50 1.2 ms, p99 3.4 ms, max 5.6 ms (n=...)`, or `unknown`.
 fn opt_latency(latency: Option<Latency>) -> String {
     match latency {
@@ -2025,11 +2997,32 @@ fn opt_latency(latency: Option<Latency>) -> String {
 
 /// `GET path` with `Connection: close`; returns the status and the decoded body.
 async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
+    http_request(addr, "GET", path, None).await
+}
+
+/// `method path` with `Connection: close` and, if given, a JSON body; returns
+/// the status and the decoded body.
+async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>)> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.context("cannot connect")?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n");
+        if let Some(body) = body {
+            let _ = write!(
+                request,
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body.unwrap_or_default());
         stream
-            .write_all(request.as_bytes())
+            .write_all(&bytes)
             .await
             .context("cannot send the request")?;
         let mut raw = Vec::new();
@@ -2043,7 +3036,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
         .await
         .map_err(|_| anyhow!("no complete response within {} s", HTTP_TIMEOUT.as_secs()))
         .and_then(|r| r)
-        .with_context(|| format!("GET http://{addr}{path}"))
+        .with_context(|| format!("{method} http://{addr}{path}"))
 }
 
 /// `GET path`, expecting 200 and JSON of type `T`.
@@ -2304,10 +3297,10 @@ mod tests {
     fn payload_is_exactly_the_requested_size_and_valid_json() {
         let mut buf = Vec::new();
         let sent_us = 1_700_000_000_000_000;
-        let minimum = write_payload(&mut buf, 0, sent_us, 1).unwrap_err();
+        let minimum = write_payload(&mut buf, 0, 0, sent_us, 1).unwrap_err();
         for size in minimum..minimum + 40 {
             for seq in [0, 7, 99, 12345] {
-                if write_payload(&mut buf, seq, sent_us, size).is_err() {
+                if write_payload(&mut buf, seq, 0, sent_us, size).is_err() {
                     // Longer seqs need more room than seq 0.
                     assert!(size < minimum + 5, "size {size} seq {seq}");
                     continue;
@@ -2317,13 +3310,23 @@ mod tests {
                 assert_eq!((parsed.seq, parsed.sent_us), (seq, sent_us));
             }
         }
-        write_payload(&mut buf, 123, sent_us, 100).unwrap();
+        write_payload(&mut buf, 123, 0, sent_us, 100).unwrap();
         let text = std::str::from_utf8(&buf).unwrap();
         assert!(
             text.starts_with(r#"{"seq":123,"sent_us":1700000000000000,"temp":22.3,"pad":"xx"#),
             "{text}"
         );
-        assert_eq!(write_payload(&mut buf, 123, sent_us, 10), Err(minimum + 2));
+        assert_eq!(
+            write_payload(&mut buf, 123, 0, sent_us, 10),
+            Err(minimum + 2)
+        );
+        // The phase shifts the sawtooth, never the size.
+        write_payload(&mut buf, 123, 80, sent_us, 100).unwrap();
+        let text = std::str::from_utf8(&buf).unwrap();
+        assert!(text.contains(r#""temp":20.3,"#), "{text}");
+        assert_eq!(buf.len(), 100);
+        let phases: std::collections::HashSet<u64> = (0..100).map(temp_phase).collect();
+        assert_eq!(phases.len(), 100, "100 devices in a row cover every phase");
     }
 
     #[test]
@@ -2338,6 +3341,9 @@ mod tests {
             timeout: 10,
             vs_mosquitto: false,
             json: false,
+            alert_rules: 0,
+            presence_probes: 0,
+            vigil_bin: None,
         };
         let e = LoadPlan::from_args(&args).unwrap_err().to_string();
         assert!(e.contains("--payload-size 50 is too small"), "{e}");
@@ -2548,6 +3554,162 @@ mod tests {
         let a = analyse(&load, false, vec![row(7, 1, 1, 0)], &flushes);
         assert_eq!((a.stored, a.uncovered, a.acked_lost), (1, 1, None));
         assert!(a.latency_us.is_empty());
+    }
+
+    #[test]
+    fn proc_stat_fields_are_counted_from_the_last_parenthesis() {
+        let tail = "S 1 2 3 4 5 6 7 8 9 10 1234 567 13 14 20 0 9 0 100 2000 300";
+        let parse = |name: &str| parse_proc_stat(&format!("4242 ({name}) {tail}"));
+        let expected = Some(CpuTicks {
+            user: 1234,
+            system: 567,
+        });
+        assert_eq!(parse("vigil"), expected);
+        assert_eq!(parse("a b c"), expected, "spaces in the name");
+        assert_eq!(parse("x) 9 9 (y"), expected, "parentheses in the name");
+        assert_eq!(parse(")"), expected);
+        assert_eq!(parse_proc_stat("4242 (vigil) S 1 2"), None, "too short");
+        assert_eq!(parse_proc_stat("4242 vigil S 1 2"), None, "no name");
+        assert_eq!(
+            parse_proc_stat("1 (v) S 1 2 3 4 5 6 7 8 9 10 x 567 13"),
+            None,
+            "not a number"
+        );
+        // This process exists and has run.
+        let me = CpuSample::take(Some(std::process::id())).unwrap();
+        assert!(me.ticks.user + me.ticks.system < u64::MAX);
+        assert!(clock_ticks_per_s().is_some_and(|hz| hz >= 1));
+        assert!(CpuSample::take(None).is_none());
+    }
+
+    #[test]
+    fn cpu_report_is_per_message() {
+        let at = Instant::now();
+        let start = CpuSample {
+            ticks: CpuTicks {
+                user: 100,
+                system: 50,
+            },
+            at,
+        };
+        let end = CpuSample {
+            ticks: CpuTicks {
+                user: 400,
+                system: 150,
+            },
+            at: at + Duration::from_secs(2),
+        };
+        let c = CpuReport::between(start, end, 100, 20_000);
+        assert_eq!((c.user_s, c.system_s, c.cpu_s), (3.0, 1.0, 4.0));
+        assert_eq!((c.wall_s, c.cores), (2.0, 2.0));
+        assert_eq!(c.cpu_us_per_msg, Some(200.0));
+        assert_eq!(CpuReport::between(start, end, 100, 0).cpu_us_per_msg, None);
+        let text = opt_cpu(Some(c), "stored");
+        assert!(text.ends_with("= 200.0 µs per stored message"), "{text}");
+    }
+
+    #[test]
+    fn probe_names_round_trip() {
+        assert_eq!(probe_index(&probe_device(7)), Some(7));
+        assert_eq!(probe_index(&probe_topic(12)), Some(12));
+        assert_eq!(probe_topic(3), "bench-probe-3/state");
+        assert_eq!(probe_index("bench-probe-"), None);
+        assert_eq!(probe_index("bench-probe-+1"), None);
+        assert_eq!(probe_index("bench-probe-1/other"), None);
+        assert_eq!(probe_index(&device_topic(1)), None);
+        assert_eq!(topic_device(&probe_topic(1)), None);
+    }
+
+    #[test]
+    fn mqtt_packets_are_encoded_by_hand_correctly() {
+        let mut n = Vec::new();
+        for (value, bytes) in [
+            (0, vec![0]),
+            (127, vec![0x7f]),
+            (128, vec![0x80, 1]),
+            (16_383, vec![0xff, 0x7f]),
+            (16_384, vec![0x80, 0x80, 1]),
+            (268_435_455, vec![0xff, 0xff, 0xff, 0x7f]),
+        ] {
+            n.clear();
+            put_remaining_length(&mut n, value);
+            assert_eq!(n, bytes, "{value}");
+        }
+        assert_eq!(
+            mqtt_connect("ab", 30),
+            [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 30, 0, 2, b'a', b'b']
+        );
+        assert_eq!(
+            mqtt_publish_qos1("t/x", 1, b"{}"),
+            [0x32, 9, 0, 3, b't', b'/', b'x', 0, 1, b'{', b'}']
+        );
+        // A long payload needs a two-byte remaining length.
+        let long = mqtt_publish_qos1("t", 258, &[b'x'; 200]);
+        assert_eq!(&long[..7], [0x32, 205, 1, 0, 1, b't', 1]);
+        assert_eq!(long[7], 2);
+        assert_eq!(long.len(), 3 + 205);
+    }
+
+    #[test]
+    fn bench_rules_spread_their_thresholds() {
+        let rules: Vec<serde_json::Value> = (0..20).map(|i| bench_rule(i, 20)).collect();
+        let test = |r: &serde_json::Value| r["condition"]["metric"]["test"]["above"].as_f64();
+        assert_eq!(test(&rules[0]), Some(29.0));
+        assert_eq!(test(&rules[19]), Some(21.0));
+        let for_s: Vec<f64> = rules
+            .iter()
+            .map(|r| r["condition"]["metric"]["for_s"].as_f64().unwrap())
+            .collect();
+        assert_eq!(&for_s[..6], [1.0, 2.0, 3.0, 4.0, 5.0, 1.0]);
+        let first = &rules[0];
+        assert_eq!(first["condition"]["metric"]["metric"], RULE_METRIC);
+        assert_eq!(first["condition"]["metric"]["hysteresis"], 0.2);
+        assert_eq!(first["enabled"], true);
+        assert_eq!(test(&bench_rule(0, 1)), Some(29.0));
+    }
+
+    #[tokio::test]
+    async fn events_are_tallied_and_offline_events_reach_their_probe() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(tally_events(rx, vec![probe_tx], stopped));
+        let presence = |device: &str, to: &str| {
+            StreamNote::Presence(PresenceSeen {
+                device: device.into(),
+                at: 5,
+                to: to.into(),
+                received_us: 9,
+            })
+        };
+        for note in [
+            StreamNote::Alert("fired".into()),
+            StreamNote::Alert("fired".into()),
+            StreamNote::Alert("cleared".into()),
+            StreamNote::Alert("acknowledged".into()),
+            StreamNote::Alert("odd".into()),
+            presence("bench-probe-0", "online"),
+            presence("bench-probe-0", "offline"),
+            presence("bench-probe-1", "offline"),
+            presence("bench-dev-0", "offline"),
+            StreamNote::Resync,
+        ] {
+            tx.send(note).unwrap();
+        }
+        let first = probe_rx.recv().await.unwrap();
+        assert_eq!(
+            (first.device.as_str(), first.to.as_str()),
+            ("bench-probe-0", "offline")
+        );
+        stop.send(()).unwrap();
+        let seen = task.await.unwrap();
+        let a = seen.alerts;
+        assert_eq!((a.fired, a.cleared, a.acknowledged, a.other), (2, 1, 1, 1));
+        assert_eq!((seen.presence_events, seen.resyncs), (4, 1));
+        assert!(
+            probe_rx.try_recv().is_err(),
+            "one offline event for probe 0 only"
+        );
     }
 
     #[test]
