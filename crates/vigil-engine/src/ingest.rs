@@ -311,6 +311,7 @@ impl Ingest {
             owner,
             facts,
             metrics_given,
+            claimed,
         } = interpretation;
 
         // Which device, and its readings.
@@ -321,6 +322,7 @@ impl Ingest {
                 owner.convention.as_str(),
                 Some(owner.root.as_str()),
             ),
+            None if claimed => (None, vigil_core::Convention::Topic.as_str(), None),
             None => match self.rule.split(&m.topic) {
                 Some((device, _)) => (
                     Some(device.to_owned()),

@@ -184,6 +184,10 @@ pub struct Interpretation {
     /// Whether the owner's readings are all in `facts` (`true`), or the
     /// engine should decode the payload generically (`false`).
     pub metrics_given: bool,
+    /// Whether a convention recognised the message. One that did, with no
+    /// owner, belongs to no device (a command to every device, a broker's
+    /// status); one that none did falls back to the engine's topic rule.
+    pub claimed: bool,
 }
 
 /// A message, as the interpreter sees it.
@@ -252,9 +256,92 @@ impl ConventionsConfig {
     }
 }
 
-/// How many entries each learned table may hold; past it the oldest are
-/// forgotten, so a flood of discovery messages cannot grow memory unbounded.
+/// How many entries each learned table may hold. A table that is full is
+/// emptied and learned again from the messages that follow (discovery
+/// messages are retained and repeated), so a flood of discovery messages
+/// cannot grow memory without bound.
 pub const MAX_LEARNED: usize = 100_000;
+
+/// Inserts into a learned table, emptying it first when it is full.
+pub(crate) fn learn<K: std::hash::Hash + Eq, V>(
+    table: &mut std::collections::HashMap<K, V>,
+    key: K,
+    value: V,
+) {
+    if table.len() >= MAX_LEARNED && !table.contains_key(&key) {
+        table.clear();
+    }
+    table.insert(key, value);
+}
+
+/// A payload as trimmed UTF-8 text.
+pub(crate) fn text(payload: &[u8]) -> Option<&str> {
+    std::str::from_utf8(payload).ok().map(str::trim)
+}
+
+/// A payload as JSON, if it is.
+pub(crate) fn json(payload: &[u8]) -> Option<serde_json::Value> {
+    serde_json::from_slice(payload).ok()
+}
+
+/// The readings of a payload decoded generically, each named `prefix` +
+/// `.` + its path (or `prefix` alone for a scalar payload).
+pub(crate) fn payload_metrics(prefix: &str, payload: &[u8]) -> Vec<Metric> {
+    crate::decode::decode_payload(payload)
+        .metrics
+        .into_iter()
+        .map(|mut m| {
+            m.name = crate::decode::metric_name(prefix, &m.name);
+            m
+        })
+        .collect()
+}
+
+impl DeviceRef {
+    pub(crate) fn new(
+        key: impl Into<String>,
+        convention: Convention,
+        root: impl Into<String>,
+    ) -> DeviceRef {
+        DeviceRef {
+            key: key.into(),
+            convention,
+            root: root.into(),
+        }
+    }
+}
+
+impl Interpretation {
+    /// A message of `owner`'s with these facts; readings given by the convention.
+    pub(crate) fn of(owner: DeviceRef, facts: Vec<Fact>) -> Interpretation {
+        Interpretation {
+            facts: facts.into_iter().map(|f| (owner.clone(), f)).collect(),
+            owner: Some(owner),
+            metrics_given: true,
+            claimed: true,
+        }
+    }
+
+    /// A message the convention recognises that belongs to no device (a
+    /// command to all devices, a broker-wide status).
+    pub(crate) fn claimed() -> Interpretation {
+        Interpretation {
+            owner: None,
+            facts: Vec::new(),
+            metrics_given: true,
+            claimed: true,
+        }
+    }
+}
+
+impl Fact {
+    pub(crate) fn presence(state: Announced, reason: impl Into<String>) -> Fact {
+        Fact::Presence {
+            state,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// The interpreter: one per engine, fed every message in arrival order.
 #[derive(Debug)]
@@ -287,9 +374,14 @@ impl Conventions {
     }
 
     /// What `message` means. The first convention that claims the message
-    /// wins; the order puts explicit prefixes (`homie/`, `spBv1.0/`, ...)
-    /// before topics learned from discovery, and those before the loose
-    /// shapes (`<node>/status`, `<prefix>/online`).
+    /// wins. The order: the user's own rules; conventions with a fixed prefix
+    /// (`spBv1.0/`, `homie/`); Home Assistant (its `<prefix>/.../config`
+    /// topics, then the state and availability topics its configs taught;
+    /// it leaves configs about native devices of the conventions below
+    /// alone, so one physical device is one record); Zigbee2MQTT and Tasmota
+    /// (fixed prefixes); then the loose shapes that are only claimed once a
+    /// device has announced itself: Shelly Gen2 (`<prefix>/online`) and
+    /// ESPHome (`<node>/status`).
     pub fn interpret(&mut self, message: MessageRef<'_>) -> Interpretation {
         let c = &self.config;
         if c.enabled(Convention::Generic) {
@@ -333,5 +425,97 @@ impl Conventions {
             }
         }
         Interpretation::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mutated topics and payloads of every convention never panic, and
+    /// every reading is finite.
+    #[test]
+    fn random_messages_never_panic() {
+        let seeds: [(&str, &[u8]); 10] = [
+            ("homie/dev/$state", b"ready"),
+            ("homie/5/dev/$description", br#"{"name":"x","nodes":{"n":{"properties":{"p":{"unit":"C"}}}}}"#),
+            ("homeassistant/sensor/n/o/config", br#"{"~":"a/b","stat_t":"~/s","val_tpl":"{{ value_json.t }}","avty":[{"t":"~/a"}],"dev":{"ids":["d"]}}"#),
+            ("a/b/s", br#"{"t":1.5}"#),
+            ("tele/plug/SENSOR", br#"{"ENERGY":{"Power":4}}"#),
+            ("tasmota/discovery/AA/config", br#"{"t":"plug","dn":"x"}"#),
+            ("zigbee2mqtt/bridge/devices", br#"[{"friendly_name":"a/b","definition":{"exposes":[{"property":"t","unit":"C"}]}}]"#),
+            ("zigbee2mqtt/a/b", br#"{"t":2}"#),
+            ("shellyplus1-1/online", b"true"),
+            ("node/status", b"online"),
+        ];
+        let mut c = Conventions::new(ConventionsConfig {
+            generic: vec![GenericAvailability {
+                topic: "g/+/avail".into(),
+                online: vec!["1".into()],
+                offline: vec!["0".into()],
+                sleeping: vec![],
+            }],
+            ..ConventionsConfig::default()
+        });
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..30_000u64 {
+            let (topic, payload) = seeds[(round % seeds.len() as u64) as usize];
+            let mut t = topic.as_bytes().to_vec();
+            let mut p = payload.to_vec();
+            for _ in 0..(next() % 3) {
+                let target = if next() % 2 == 0 { &mut t } else { &mut p };
+                let at = (next() as usize) % (target.len() + 1);
+                match next() % 3 {
+                    0 => target.insert(at, b"/+$#{}\"01"[(next() % 9) as usize]),
+                    1 if at < target.len() => target[at] = next() as u8,
+                    _ if at < target.len() => {
+                        target.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            let topic = String::from_utf8_lossy(&t);
+            let i = c.interpret(MessageRef {
+                at: round as i64,
+                topic: &topic,
+                payload: &p,
+                retain: next() % 2 == 0,
+                client_id: None,
+            });
+            for (_, f) in &i.facts {
+                if let Fact::Metric(m) = f {
+                    assert!(m.value.is_finite(), "{topic} {p:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_convention_can_be_switched_off() {
+        let mut c = Conventions::new(ConventionsConfig {
+            disabled: vec!["tasmota".into()],
+            ..ConventionsConfig::default()
+        });
+        let m = MessageRef {
+            at: 1,
+            topic: "tele/plug/LWT",
+            payload: b"Online",
+            retain: true,
+            client_id: None,
+        };
+        assert!(c.interpret(m).owner.is_none());
+        assert!(ConventionsConfig {
+            disabled: vec!["tasmotta".into()],
+            ..ConventionsConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("tasmotta"));
     }
 }
