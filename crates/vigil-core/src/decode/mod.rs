@@ -6,6 +6,8 @@
 //! plain number, a boolean, or `ON`/`OFF`, `true`/`false` gives one metric.
 //! Everything else is kept raw with no metric.
 
+pub mod sparkplug;
+
 use serde::Serialize;
 
 use crate::time::Micros;
