@@ -316,6 +316,7 @@ impl Ingest {
 
         // Which device, and its readings.
         let mut samples = Vec::new();
+        let mut units: Vec<(String, String)> = Vec::new();
         let (device, convention, root) = match &owner {
             Some(owner) => (
                 Some(owner.key.clone()),
@@ -342,15 +343,24 @@ impl Ingest {
                         .unwrap_or(&m.topic),
                     _ => self.rule.split(&m.topic).map(|(_, r)| r).unwrap_or(""),
                 };
-                samples.extend(
-                    decode_payload(&m.payload)
-                        .metrics
-                        .into_iter()
-                        .map(|metric| Sample::new(metric_name(rest, &metric.name), metric.value)),
-                );
+                let decoded = decode_payload(&m.payload).metrics;
+                for metric in decoded {
+                    let name = metric_name(rest, &metric.name);
+                    if let Some(unit) = &metric.unit {
+                        units.push((name.clone(), unit.clone()));
+                    }
+                    samples.push(Sample {
+                        metric: name,
+                        value: metric.value,
+                        at: metric.at,
+                    });
+                }
             }
             self.device_seen(device, convention, root, m.client_id.as_deref(), m.at)
                 .await;
+            for (metric, unit) in &units {
+                self.unit(device, metric, unit).await;
+            }
         }
 
         // What the message says about devices.

@@ -33,20 +33,34 @@ pub struct MessageView {
     pub payload_text: Option<String>,
     /// MQTT 5 properties and flags (`user_properties`, `content_type`, `will`).
     pub properties: Option<serde_json::Value>,
+    /// What the payload is: `empty`, `json`, `senml`, `cbor`, `number`,
+    /// `boolean`, `text` or `binary`.
+    pub kind: vigil_core::PayloadKind,
+    /// Why a payload that claimed a format (its MQTT 5 content type) could
+    /// not be read as such; the payload is kept whole regardless.
+    pub decode_error: Option<String>,
 }
 
 impl From<StoredMessage> for MessageView {
     fn from(m: StoredMessage) -> Self {
+        let properties: Option<serde_json::Value> = m
+            .properties
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok());
+        let content_type = properties
+            .as_ref()
+            .and_then(|p| p.get("content_type"))
+            .and_then(|c| c.as_str());
+        let decoded = vigil_core::decode::decode_with(&m.payload, content_type);
         MessageView {
+            kind: decoded.kind,
+            decode_error: decoded.error,
             id: m.id,
             at: m.at,
             size: m.payload.len(),
             payload_base64: base64::engine::general_purpose::STANDARD.encode(&m.payload),
             payload_text: std::str::from_utf8(&m.payload).ok().map(str::to_owned),
-            properties: m
-                .properties
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok()),
+            properties,
             topic: m.topic,
             device: m.device,
             client_id: m.client_id,

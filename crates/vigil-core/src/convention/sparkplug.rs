@@ -84,7 +84,10 @@ impl Sparkplug {
                     if let Some(bd) = bd {
                         super::learn(&mut self.bd_seq, node_key.clone(), bd);
                     }
-                    format!("Sparkplug NBIRTH (bdSeq {})", bd.map_or("?".into(), |b| b.to_string()))
+                    format!(
+                        "Sparkplug NBIRTH (bdSeq {})",
+                        bd.map_or("?".into(), |b| b.to_string())
+                    )
                 };
                 if let Some(d) = device {
                     let list = self.devices.entry(node_key.clone()).or_default();
@@ -93,7 +96,8 @@ impl Sparkplug {
                         list.push(key);
                     }
                 }
-                i.facts.push((owner.clone(), Fact::presence(Announced::Online, reason)));
+                i.facts
+                    .push((owner.clone(), Fact::presence(Announced::Online, reason)));
                 self.readings(&owner, &payload, &mut i);
             }
             ("NDATA", None) | ("DDATA", Some(_)) => self.readings(&owner, &payload, &mut i),
@@ -103,7 +107,10 @@ impl Sparkplug {
                 if current.is_some() && bd.is_some() && current != bd {
                     return Some(i); // a late will of an earlier session
                 }
-                let reason = format!("Sparkplug NDEATH (bdSeq {})", bd.map_or("?".into(), |b| b.to_string()));
+                let reason = format!(
+                    "Sparkplug NDEATH (bdSeq {})",
+                    bd.map_or("?".into(), |b| b.to_string())
+                );
                 let mut gone = vec![node_ref];
                 for key in self.devices.get(&node_key).into_iter().flatten() {
                     let d = key.rsplit('/').next().unwrap_or("");
@@ -114,12 +121,18 @@ impl Sparkplug {
                     ));
                 }
                 for d in gone {
-                    i.facts.push((d.clone(), Fact::presence(Announced::Offline, reason.clone())));
+                    i.facts.push((
+                        d.clone(),
+                        Fact::presence(Announced::Offline, reason.clone()),
+                    ));
                     i.facts.push((d, Fact::MetricsStale));
                 }
             }
             ("DDEATH", Some(_)) => {
-                i.facts.push((owner.clone(), Fact::presence(Announced::Offline, "Sparkplug DDEATH")));
+                i.facts.push((
+                    owner.clone(),
+                    Fact::presence(Announced::Offline, "Sparkplug DDEATH"),
+                ));
                 i.facts.push((owner, Fact::MetricsStale));
             }
             _ => {} // commands (NCMD, DCMD) and anything unknown: stored, no facts
@@ -208,41 +221,92 @@ mod tests {
                 metric(Some("Supply Voltage"), Some(1), 10, 12.1),
             ],
         );
-        let i = s.interpret(msg("spBv1.0/Plant1/NBIRTH/Edge1", &nbirth)).unwrap();
+        let i = s
+            .interpret(msg("spBv1.0/Plant1/NBIRTH/Edge1", &nbirth))
+            .unwrap();
         assert_eq!(i.owner.as_ref().unwrap().key, "Plant1/Edge1");
-        assert!(matches!(&i.facts[0].1, Fact::Presence { state: Announced::Online, reason } if reason == "Sparkplug NBIRTH (bdSeq 4)"));
+        assert!(
+            matches!(&i.facts[0].1, Fact::Presence { state: Announced::Online, reason } if reason == "Sparkplug NBIRTH (bdSeq 4)")
+        );
         assert_eq!(readings(&i), [("Supply Voltage".to_owned(), 12.1)]);
-        let i = s.interpret(msg("spBv1.0/Plant1/NDATA/Edge1", &payload(1, 1, &[metric(None, Some(1), 10, 11.9)]))).unwrap();
+        let i = s
+            .interpret(msg(
+                "spBv1.0/Plant1/NDATA/Edge1",
+                &payload(1, 1, &[metric(None, Some(1), 10, 11.9)]),
+            ))
+            .unwrap();
         assert_eq!(readings(&i), [("Supply Voltage".to_owned(), 11.9)]);
-        let Fact::Metric(m) = &i.facts[0].1 else { panic!() };
+        let Fact::Metric(m) = &i.facts[0].1 else {
+            panic!()
+        };
         assert_eq!(m.at, Some(1000), "the payload's timestamp, in µs");
 
         let dbirth = payload(2, 2, &[metric(Some("Pressure"), Some(10), 9, 2.5)]);
-        let i = s.interpret(msg("spBv1.0/Plant1/DBIRTH/Edge1/Pump7", &dbirth)).unwrap();
-        assert_eq!(presence(&i), [("Plant1/Edge1/Pump7".to_owned(), Announced::Online)]);
-        let i = s.interpret(msg("spBv1.0/Plant1/DDATA/Edge1/Pump7", &payload(3, 3, &[metric(None, Some(10), 9, 3.0)]))).unwrap();
+        let i = s
+            .interpret(msg("spBv1.0/Plant1/DBIRTH/Edge1/Pump7", &dbirth))
+            .unwrap();
+        assert_eq!(
+            presence(&i),
+            [("Plant1/Edge1/Pump7".to_owned(), Announced::Online)]
+        );
+        let i = s
+            .interpret(msg(
+                "spBv1.0/Plant1/DDATA/Edge1/Pump7",
+                &payload(3, 3, &[metric(None, Some(10), 9, 3.0)]),
+            ))
+            .unwrap();
         assert_eq!(readings(&i), [("Pressure".to_owned(), 3.0)]);
 
         // A will from an earlier session (bdSeq 3) is ignored...
         let stale = payload(4, 0, &[metric(Some("bdSeq"), None, 8, 3.0)]);
-        let i = s.interpret(msg("spBv1.0/Plant1/NDEATH/Edge1", &stale)).unwrap();
+        let i = s
+            .interpret(msg("spBv1.0/Plant1/NDEATH/Edge1", &stale))
+            .unwrap();
         assert!(i.facts.is_empty() && i.owner.is_some());
         // ...the matching one takes the node and its devices offline.
         let death = payload(5, 0, &[metric(Some("bdSeq"), None, 8, 4.0)]);
-        let i = s.interpret(msg("spBv1.0/Plant1/NDEATH/Edge1", &death)).unwrap();
+        let i = s
+            .interpret(msg("spBv1.0/Plant1/NDEATH/Edge1", &death))
+            .unwrap();
         assert_eq!(
             presence(&i),
-            [("Plant1/Edge1".to_owned(), Announced::Offline), ("Plant1/Edge1/Pump7".to_owned(), Announced::Offline)]
+            [
+                ("Plant1/Edge1".to_owned(), Announced::Offline),
+                ("Plant1/Edge1/Pump7".to_owned(), Announced::Offline)
+            ]
         );
-        assert_eq!(i.facts.iter().filter(|(_, f)| *f == Fact::MetricsStale).count(), 2);
+        assert_eq!(
+            i.facts
+                .iter()
+                .filter(|(_, f)| *f == Fact::MetricsStale)
+                .count(),
+            2
+        );
 
-        let i = s.interpret(msg("spBv1.0/Plant1/DDEATH/Edge1/Pump7", &payload(6, 4, &[]))).unwrap();
-        assert_eq!(presence(&i), [("Plant1/Edge1/Pump7".to_owned(), Announced::Offline)]);
-        let i = s.interpret(msg("spBv1.0/Plant1/NCMD/Edge1", &payload(7, 0, &[]))).unwrap();
+        let i = s
+            .interpret(msg(
+                "spBv1.0/Plant1/DDEATH/Edge1/Pump7",
+                &payload(6, 4, &[]),
+            ))
+            .unwrap();
+        assert_eq!(
+            presence(&i),
+            [("Plant1/Edge1/Pump7".to_owned(), Announced::Offline)]
+        );
+        let i = s
+            .interpret(msg("spBv1.0/Plant1/NCMD/Edge1", &payload(7, 0, &[])))
+            .unwrap();
         assert!(i.facts.is_empty());
-        let i = s.interpret(msg("spBv1.0/STATE/scada", b"{\"online\":true}")).unwrap();
+        let i = s
+            .interpret(msg("spBv1.0/STATE/scada", b"{\"online\":true}"))
+            .unwrap();
         assert!(i.owner.is_none() && i.claimed);
-        let i = s.interpret(msg("spBv1.0/Plant1/NDATA/Edge1", &[0x12, 0x09])).unwrap();
-        assert!(i.facts.is_empty() && i.owner.is_some(), "malformed: stored, no facts");
+        let i = s
+            .interpret(msg("spBv1.0/Plant1/NDATA/Edge1", &[0x12, 0x09]))
+            .unwrap();
+        assert!(
+            i.facts.is_empty() && i.owner.is_some(),
+            "malformed: stored, no facts"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! plain number, a boolean, or `ON`/`OFF`, `true`/`false` gives one metric.
 //! Everything else is kept raw with no metric.
 
+mod senml;
 pub mod sparkplug;
 
 use serde::Serialize;
@@ -26,6 +27,10 @@ pub enum PayloadKind {
     Empty,
     /// A JSON document (object, array, or string).
     Json,
+    /// A SenML pack (RFC 8428), in JSON or CBOR.
+    Senml,
+    /// CBOR that is not SenML.
+    Cbor,
     /// A plain number.
     Number,
     /// A boolean or ON/OFF.
@@ -70,21 +75,34 @@ pub struct Decoded {
     pub kind: PayloadKind,
     /// Metrics found. The name is empty for a scalar payload.
     pub metrics: Vec<Metric>,
+    /// Why a payload that said what it was (by its content type) could not
+    /// be read as that, in words. The payload is kept whole either way.
+    pub error: Option<String>,
+}
+
+impl Decoded {
+    fn new(kind: PayloadKind, metrics: Vec<Metric>) -> Decoded {
+        Decoded {
+            kind,
+            metrics,
+            error: None,
+        }
+    }
 }
 
 /// Decodes a payload into its numeric metrics. Never fails: what cannot be
-/// understood is reported as `Text` or `Binary` with no metric.
+/// understood is reported as `Text` or `Binary` with no metric. JSON that is
+/// a SenML pack is read as SenML; bytes that are not UTF-8 are tried as CBOR
+/// (SenML or plain).
 pub fn decode_payload(payload: &[u8]) -> Decoded {
     if payload.is_empty() {
-        return Decoded {
-            kind: PayloadKind::Empty,
-            metrics: Vec::new(),
-        };
+        return Decoded::new(PayloadKind::Empty, Vec::new());
     }
     let Ok(text) = std::str::from_utf8(payload) else {
-        return Decoded {
-            kind: PayloadKind::Binary,
-            metrics: Vec::new(),
+        return match senml::cbor(payload) {
+            Ok(senml::CborReadings::Senml(m)) => Decoded::new(PayloadKind::Senml, m),
+            Ok(senml::CborReadings::Plain(m)) => Decoded::new(PayloadKind::Cbor, m),
+            Err(_) => Decoded::new(PayloadKind::Binary, Vec::new()),
         };
     };
     let trimmed = text.trim();
@@ -93,19 +111,65 @@ pub fn decode_payload(payload: &[u8]) -> Decoded {
     }
     if trimmed.starts_with('{') || trimmed.starts_with('[') || trimmed.starts_with('"') {
         if let Ok(json) = serde_json::from_str::<serde_json::Value>(trimmed) {
+            if let Some(m) = senml::senml_json(&json) {
+                return Decoded::new(PayloadKind::Senml, m);
+            }
             let mut metrics = Vec::new();
             let mut path = String::new();
             flatten(&json, &mut path, 0, &mut metrics);
-            return Decoded {
-                kind: PayloadKind::Json,
-                metrics,
-            };
+            return Decoded::new(PayloadKind::Json, metrics);
         }
     }
-    Decoded {
-        kind: PayloadKind::Text,
-        metrics: Vec::new(),
-    }
+    Decoded::new(PayloadKind::Text, Vec::new())
+}
+
+/// Like [`decode_payload`], but a payload whose MQTT 5 content type (or CoAP
+/// content format name) says JSON, CBOR or SenML and is not that gets
+/// [`Decoded::error`] saying so.
+pub fn decode_with(payload: &[u8], content_type: Option<&str>) -> Decoded {
+    let mut d = decode_payload(payload);
+    let Some(ct) = content_type.map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    }) else {
+        return d;
+    };
+    let error = match ct.as_str() {
+        "application/json" | "text/json"
+            if !matches!(
+                d.kind,
+                PayloadKind::Json | PayloadKind::Senml | PayloadKind::Number | PayloadKind::Boolean
+            ) =>
+        {
+            Some(match serde_json::from_slice::<serde_json::Value>(payload) {
+                Err(e) => format!("content type {ct} but not valid JSON: {e}"),
+                Ok(_) => format!("content type {ct} but not a JSON document"),
+            })
+        }
+        "application/senml+json" if d.kind != PayloadKind::Senml => {
+            Some(format!("content type {ct} but not a SenML pack in JSON"))
+        }
+        "application/cbor" | "application/senml+cbor" => match senml::cbor(payload) {
+            Err(e) => Some(format!("content type {ct} but {e}")),
+            Ok(senml::CborReadings::Plain(_)) if ct == "application/senml+cbor" => {
+                Some(format!("content type {ct} but not a SenML pack"))
+            }
+            Ok(senml::CborReadings::Senml(m)) => {
+                d = Decoded::new(PayloadKind::Senml, m);
+                None
+            }
+            Ok(senml::CborReadings::Plain(m)) => {
+                d = Decoded::new(PayloadKind::Cbor, m);
+                None
+            }
+        },
+        _ => None,
+    };
+    d.error = error;
+    d
 }
 
 fn parse_scalar(text: &str) -> Option<Decoded> {
@@ -115,10 +179,10 @@ fn parse_scalar(text: &str) -> Option<Decoded> {
         _ => None,
     };
     if let Some(v) = boolean {
-        return Some(Decoded {
-            kind: PayloadKind::Boolean,
-            metrics: vec![Metric::new(String::new(), v)],
-        });
+        return Some(Decoded::new(
+            PayloadKind::Boolean,
+            vec![Metric::new(String::new(), v)],
+        ));
     }
     // Only what looks like a decimal number: Rust also parses "inf" and "NaN".
     let looks_numeric = !text.is_empty()
@@ -129,10 +193,10 @@ fn parse_scalar(text: &str) -> Option<Decoded> {
     if looks_numeric {
         if let Ok(v) = text.parse::<f64>() {
             if v.is_finite() {
-                return Some(Decoded {
-                    kind: PayloadKind::Number,
-                    metrics: vec![Metric::new(String::new(), v)],
-                });
+                return Some(Decoded::new(
+                    PayloadKind::Number,
+                    vec![Metric::new(String::new(), v)],
+                ));
             }
         }
     }

@@ -217,7 +217,12 @@ pub(crate) mod encode {
     }
 
     /// A metric: (name, alias, datatype, value).
-    pub(crate) fn metric(name: Option<&str>, alias: Option<u64>, datatype: u32, value: f64) -> Vec<u8> {
+    pub(crate) fn metric(
+        name: Option<&str>,
+        alias: Option<u64>,
+        datatype: u32,
+        value: f64,
+    ) -> Vec<u8> {
         let mut m = Vec::new();
         if let Some(n) = name {
             tag(&mut m, 1, 2);
@@ -292,7 +297,11 @@ mod tests {
         let d = decode_sparkplug(&p).unwrap();
         assert_eq!(d.timestamp, Some(1_700_000_000_123_000));
         assert_eq!(d.seq, Some(7));
-        let values: Vec<_> = d.metrics.iter().map(|m| (m.name.as_deref(), m.alias, m.value)).collect();
+        let values: Vec<_> = d
+            .metrics
+            .iter()
+            .map(|m| (m.name.as_deref(), m.alias, m.value))
+            .collect();
         assert_eq!(
             values,
             [
@@ -308,17 +317,32 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_errors_in_words() {
-        assert!(decode_sparkplug(&[0x12, 0x05, 0x01]).unwrap_err().contains("claims 5 bytes"));
-        assert!(decode_sparkplug(&[0x08, 0xff]).unwrap_err().contains("ends inside"));
-        assert!(decode_sparkplug(&[0x0b]).unwrap_err().contains("wire type 3"));
-        assert!(decode_sparkplug(&[0x00]).unwrap_err().contains("field number 0"));
+        assert!(decode_sparkplug(&[0x12, 0x05, 0x01])
+            .unwrap_err()
+            .contains("claims 5 bytes"));
+        assert!(decode_sparkplug(&[0x08, 0xff])
+            .unwrap_err()
+            .contains("ends inside"));
+        assert!(decode_sparkplug(&[0x0b])
+            .unwrap_err()
+            .contains("wire type 3"));
+        assert!(decode_sparkplug(&[0x00])
+            .unwrap_err()
+            .contains("field number 0"));
         assert_eq!(decode_sparkplug(&[]).unwrap(), SparkplugPayload::default());
     }
 
     /// The stable twin of the `sparkplug` fuzz target.
     #[test]
     fn random_payloads_never_panic() {
-        let seed = encode::payload(1, 2, &[encode::metric(Some("a"), Some(1), 10, 1.0), encode::metric(Some("b"), None, 3, -1.0)]);
+        let seed = encode::payload(
+            1,
+            2,
+            &[
+                encode::metric(Some("a"), Some(1), 10, 1.0),
+                encode::metric(Some("b"), None, 3, -1.0),
+            ],
+        );
         let mut x: u64 = 0xDEAD_BEEF_1234_5678;
         let mut next = move || {
             x ^= x << 13;
