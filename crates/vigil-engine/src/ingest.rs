@@ -363,6 +363,13 @@ impl Ingest {
             }
         }
 
+        // A message that says its device is gone (a last will, a death
+        // certificate, an "offline" availability) is no sign of life.
+        let says_gone = facts.iter().any(|(about, fact)| {
+            device.as_deref() == Some(about.key.as_str())
+                && matches!(fact, Fact::Presence { state: Announced::Offline, .. })
+        });
+
         // What the message says about devices.
         for (about, fact) in facts {
             let key = about.key.as_str();
@@ -417,7 +424,7 @@ impl Ingest {
         }
 
         // A message is a sign of life (a will is the opposite).
-        if let (Some(d), false) = (&device, m.is_will) {
+        if let (Some(d), false) = (&device, m.is_will || says_gone) {
             let t = self.presence.traffic(d, m.at);
             if let Some(k) = self.known.get_mut(d) {
                 k.dirty = true;
