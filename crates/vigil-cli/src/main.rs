@@ -37,6 +37,7 @@ enum BenchCommand {
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
+    raise_open_file_limit();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -74,5 +75,25 @@ fn limit_malloc_arenas() {
     // other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Raises the soft limit of open files to the hard one: every MQTT client
+/// holds three descriptors (its socket, and both ends of the front door's
+/// loopback connection to the router), and the usual soft limit (1024) would
+/// refuse a few hundred devices. The hard limit still applies; past it,
+/// connections are refused with "Too many open files" in the log.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }

@@ -367,7 +367,13 @@ impl Ingest {
         // certificate, an "offline" availability) is no sign of life.
         let says_gone = facts.iter().any(|(about, fact)| {
             device.as_deref() == Some(about.key.as_str())
-                && matches!(fact, Fact::Presence { state: Announced::Offline, .. })
+                && matches!(
+                    fact,
+                    Fact::Presence {
+                        state: Announced::Offline,
+                        ..
+                    }
+                )
         });
 
         // What the message says about devices.
@@ -630,6 +636,9 @@ impl Ingest {
         let Some(t) = transition else {
             return;
         };
+        // Listeners first: storing may wait for the writer under load, and
+        // the person watching should not.
+        self.bus.send(Event::Presence(Arc::new(t.clone())));
         if let Some(presence) = self.presence.get(device).cloned() {
             let _ = self
                 .writer
@@ -649,7 +658,6 @@ impl Ingest {
             let facts = device_facts(&self.known, device);
             self.alerts.on_presence(&facts, t.to, t.at)
         };
-        self.bus.send(Event::Presence(Arc::new(t)));
         self.alert_changes(changes).await;
         self.deadlines_changed();
     }
@@ -658,13 +666,14 @@ impl Ingest {
     async fn alert_changes(&mut self, changes: Vec<AlertChange>) {
         for change in changes {
             let (row, transition) = alert_row(&change);
-            let _ = self.writer.change(Change::Alert(row.clone())).await;
-            let event = AlertEvent {
+            let event = Arc::new(AlertEvent {
                 transition,
-                alert: row,
-            };
+                alert: row.clone(),
+            });
+            self.bus.send(Event::Alert(event.clone()));
+            let _ = self.writer.change(Change::Alert(row)).await;
             if !self.webhooks.is_empty() {
-                let body = serde_json::to_string(&event).unwrap_or_default();
+                let body = serde_json::to_string(&*event).unwrap_or_default();
                 for url in &self.webhooks {
                     let _ = self
                         .writer
@@ -678,7 +687,6 @@ impl Ingest {
                 }
                 self.webhook_wake.notify_one();
             }
-            self.bus.send(Event::Alert(Arc::new(event)));
         }
     }
 
