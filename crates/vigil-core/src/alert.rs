@@ -1001,13 +1001,8 @@ mod tests {
     /// never comes back, and a tick leaves nothing due behind.
     #[test]
     fn random_histories_keep_the_invariants() {
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testing::Rng::new(0x2545_F491_4F6C_DD1D);
+        let mut next = || rng.next();
         for _round in 0..100 {
             let rules = vec![spo2(3.0, 1.0), silent(5.0)];
             let mut e = AlertEvaluator::new(rules, 1);

@@ -22,6 +22,8 @@ pub mod decode;
 pub mod identity;
 pub mod observation;
 pub mod presence;
+#[cfg(test)]
+mod testing;
 pub mod time;
 
 pub use convention::{

@@ -751,13 +751,8 @@ mod tests {
     /// after at least its bound of silence.
     #[test]
     fn random_histories_keep_the_invariants() {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testing::Rng::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = || rng.next();
         for _round in 0..200 {
             let mut p = tracker();
             let mut now: Micros = SECOND;

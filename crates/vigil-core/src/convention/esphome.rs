@@ -95,16 +95,7 @@ fn state_value(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> MessageRef<'a> {
-        MessageRef {
-            at: 1,
-            topic,
-            payload,
-            retain: false,
-            client_id: None,
-        }
-    }
+    use crate::testing::msg;
 
     /// The topics of ESPHome's MQTT documentation: birth and will on
     /// `<topic_prefix>/status`, states on `<prefix>/sensor/<id>/state`.

@@ -136,16 +136,7 @@ impl Generic {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> MessageRef<'a> {
-        MessageRef {
-            at: 1,
-            topic,
-            payload,
-            retain: false,
-            client_id: None,
-        }
-    }
+    use crate::testing::msg;
 
     #[test]
     fn the_plus_level_names_the_device() {

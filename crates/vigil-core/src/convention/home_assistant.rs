@@ -508,16 +508,7 @@ fn number(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> MessageRef<'a> {
-        MessageRef {
-            at: 1,
-            topic,
-            payload,
-            retain: true,
-            client_id: None,
-        }
-    }
+    use crate::testing::msg;
 
     fn metrics(i: &Interpretation) -> Vec<(String, f64, Option<String>)> {
         i.facts

@@ -155,16 +155,7 @@ fn value(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> MessageRef<'a> {
-        MessageRef {
-            at: 1,
-            topic,
-            payload,
-            retain: true,
-            client_id: None,
-        }
-    }
+    use crate::testing::msg;
 
     /// The v4 specification's example device, "super-car".
     #[test]

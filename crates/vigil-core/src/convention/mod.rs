@@ -457,13 +457,8 @@ mod tests {
             }],
             ..ConventionsConfig::default()
         });
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testing::Rng::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = || rng.next();
         for round in 0..30_000u64 {
             let (topic, payload) = seeds[(round % seeds.len() as u64) as usize];
             let mut t = topic.as_bytes().to_vec();

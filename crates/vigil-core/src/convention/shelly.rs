@@ -189,23 +189,7 @@ fn unit(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> MessageRef<'a> {
-        MessageRef {
-            at: 1,
-            topic,
-            payload,
-            retain: false,
-            client_id: None,
-        }
-    }
-
-    fn metric<'a>(i: &'a Interpretation, name: &str) -> Option<&'a Metric> {
-        i.facts.iter().find_map(|(_, f)| match f {
-            Fact::Metric(m) if m.name == name => Some(m),
-            _ => None,
-        })
-    }
+    use crate::testing::{metric, msg};
 
     /// Gen1 messages as in Shelly's Gen1 API documentation.
     #[test]

@@ -175,16 +175,7 @@ fn bd_seq(p: &SparkplugPayload) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::decode::sparkplug::encode::{metric, payload};
-
-    fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> MessageRef<'a> {
-        MessageRef {
-            at: 1,
-            topic,
-            payload,
-            retain: false,
-            client_id: None,
-        }
-    }
+    use crate::testing::msg;
 
     fn presence(i: &Interpretation) -> Vec<(String, Announced)> {
         i.facts

@@ -170,23 +170,7 @@ fn readings(map: &serde_json::Map<String, Value>) -> Vec<Fact> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> MessageRef<'a> {
-        MessageRef {
-            at: 1,
-            topic,
-            payload,
-            retain: false,
-            client_id: Some("DVES_D0A1B2"),
-        }
-    }
-
-    fn metric<'a>(i: &'a Interpretation, name: &str) -> Option<&'a Metric> {
-        i.facts.iter().find_map(|(_, f)| match f {
-            Fact::Metric(m) if m.name == name => Some(m),
-            _ => None,
-        })
-    }
+    use crate::testing::{metric, msg};
 
     /// Messages as Tasmota's documentation shows them (MQTT, Power
     /// monitoring and Home Assistant pages).

@@ -199,16 +199,7 @@ fn collect_units(exposes: &Value, out: &mut Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg<'a>(topic: &'a str, payload: &'a [u8]) -> MessageRef<'a> {
-        MessageRef {
-            at: 1,
-            topic,
-            payload,
-            retain: false,
-            client_id: None,
-        }
-    }
+    use crate::testing::msg;
 
     /// Shapes from Zigbee2MQTT's "MQTT topics and messages" page.
     #[test]

@@ -336,26 +336,10 @@ mod tests {
             b"OFF",
             b"\x00\xff{",
         ];
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testing::Rng::new(0x2545_F491_4F6C_DD1D);
         for round in 0..20_000u64 {
             let mut p = seeds[(round % seeds.len() as u64) as usize].to_vec();
-            for _ in 0..=(next() % 4) {
-                let at = (next() as usize) % (p.len() + 1);
-                match next() % 3 {
-                    0 => p.insert(at, next() as u8),
-                    1 if at < p.len() => p[at] = next() as u8,
-                    _ if at < p.len() => {
-                        p.remove(at);
-                    }
-                    _ => {}
-                }
-            }
+            crate::testing::mutate(&mut p, &mut rng, 4);
             let d = decode_payload(&p);
             assert!(d.metrics.len() <= MAX_METRICS_PER_PAYLOAD);
             assert!(d.metrics.iter().all(|m| m.value.is_finite()), "{p:?}");

@@ -372,26 +372,10 @@ mod tests {
         let seed: &[u8] = &[
             0x82, 0xa2, 0x00, 0x61, b'a', 0x02, 0x01, 0xa2, 0x21, 0x61, b'b', 0x04, 0xf5,
         ];
-        let mut x: u64 = 0x1234_5678_9ABC_DEF1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testing::Rng::new(0x1234_5678_9ABC_DEF1);
         for _ in 0..20_000 {
             let mut p = seed.to_vec();
-            for _ in 0..=(next() % 4) {
-                let at = (next() as usize) % (p.len() + 1);
-                match next() % 3 {
-                    0 => p.insert(at, next() as u8),
-                    1 if at < p.len() => p[at] = next() as u8,
-                    _ if at < p.len() => {
-                        p.remove(at);
-                    }
-                    _ => {}
-                }
-            }
+            crate::testing::mutate(&mut p, &mut rng, 4);
             let d = decode_payload(&p);
             assert!(d.metrics.iter().all(|m| m.value.is_finite()));
             assert!(d.metrics.len() <= MAX_METRICS_PER_PAYLOAD);

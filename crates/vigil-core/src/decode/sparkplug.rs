@@ -343,26 +343,10 @@ mod tests {
                 encode::metric(Some("b"), None, 3, -1.0),
             ],
         );
-        let mut x: u64 = 0xDEAD_BEEF_1234_5678;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::testing::Rng::new(0xDEAD_BEEF_1234_5678);
         for _ in 0..20_000 {
             let mut p = seed.clone();
-            for _ in 0..=(next() % 4) {
-                let at = (next() as usize) % (p.len() + 1);
-                match next() % 3 {
-                    0 => p.insert(at, next() as u8),
-                    1 if at < p.len() => p[at] = next() as u8,
-                    _ if at < p.len() => {
-                        p.remove(at);
-                    }
-                    _ => {}
-                }
-            }
+            crate::testing::mutate(&mut p, &mut rng, 4);
             if let Ok(d) = decode_sparkplug(&p) {
                 assert!(d.metrics.iter().all(|m| m.value.is_none_or(f64::is_finite)));
             }
