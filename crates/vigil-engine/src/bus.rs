@@ -125,7 +125,7 @@ pub struct AlertEvent {
     /// `fired`, `acknowledged` or `cleared`.
     pub transition: &'static str,
     /// The alert.
-    pub alert: vigil_store::AlertRow,
+    pub alert: vigil_core::alert::Alert,
 }
 
 /// The sending side, shared by the engine and the store writer.

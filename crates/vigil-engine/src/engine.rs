@@ -11,12 +11,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use vigil_broker::Broker;
-use vigil_core::alert::{AlertEvaluator, AlertRule};
+use vigil_core::alert::{Alert, AlertEvaluator, AlertRule};
 use vigil_core::presence::PresenceTracker;
 use vigil_core::{now_micros, Conventions, Message, MessageRef, Observation};
-use vigil_store::{
-    AlertRow, DeviceSettings, PresenceChange, Retention, Store, WriterHandle, WriterOptions,
-};
+use vigil_store::{DeviceSettings, PresenceChange, Retention, Store, WriterHandle, WriterOptions};
 
 use crate::bus::{Event, EventBus, FlushedEvent, Subscription};
 use crate::config::Config;
@@ -169,8 +167,7 @@ impl Engine {
             store
                 .alerts(true, None, None, u32::MAX)
                 .await?
-                .iter()
-                .filter_map(crate::alerting::alert_from_row)
+                .into_iter()
                 .collect(),
             now_micros(),
         );
@@ -279,7 +276,7 @@ impl Engine {
         device: Option<&str>,
         before: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<AlertRow>, EngineError> {
+    ) -> Result<Vec<Alert>, EngineError> {
         Ok(self
             .store
             .alerts(active, device, before, limit.clamp(1, 10_000))
@@ -287,7 +284,7 @@ impl Engine {
     }
 
     /// Acknowledges an alert.
-    pub async fn acknowledge(&self, id: i64, by: Option<String>) -> Result<AlertRow, EngineError> {
+    pub async fn acknowledge(&self, id: i64, by: Option<String>) -> Result<Alert, EngineError> {
         self.ask(|reply| Command::Acknowledge { id, by, reply })
             .await?
     }

@@ -23,7 +23,6 @@ use vigil_core::{
 };
 use vigil_store::{Change, DeviceDescription, DeviceSettings, Record, Sample, WriterHandle};
 
-use crate::alerting::alert_row;
 use crate::bus::{AlertEvent, ConnectionEventView, DeviceEvent, Event, EventBus, MessageEvent};
 use crate::error::EngineError;
 
@@ -45,7 +44,7 @@ pub(crate) enum Command {
     Acknowledge {
         id: i64,
         by: Option<String>,
-        reply: oneshot::Sender<Result<vigil_store::AlertRow, EngineError>>,
+        reply: oneshot::Sender<Result<vigil_core::alert::Alert, EngineError>>,
     },
     /// Create (id 0) or replace a rule.
     SaveRule {
@@ -665,13 +664,12 @@ impl Ingest {
     /// Stores alert changes, tells the bus, queues webhook deliveries.
     async fn alert_changes(&mut self, changes: Vec<AlertChange>) {
         for change in changes {
-            let (row, transition) = alert_row(&change);
             let event = Arc::new(AlertEvent {
-                transition,
-                alert: row.clone(),
+                transition: change.transition.as_str(),
+                alert: change.alert,
             });
             self.bus.send(Event::Alert(event.clone()));
-            let _ = self.writer.change(Change::Alert(row)).await;
+            let _ = self.writer.change(Change::Alert(event.alert.clone())).await;
             if !self.webhooks.is_empty() {
                 let body = serde_json::to_string(&*event).unwrap_or_default();
                 for url in &self.webhooks {
@@ -745,9 +743,9 @@ impl Ingest {
             Command::Acknowledge { id, by, reply } => {
                 let result = match self.alerts.acknowledge(id, now_micros(), by) {
                     Ok(change) => {
-                        let (row, _) = alert_row(&change);
+                        let alert = change.alert.clone();
                         self.alert_changes(vec![change]).await;
-                        Ok(row)
+                        Ok(alert)
                     }
                     Err(e) => Err(EngineError::NotFound(e)),
                 };

@@ -16,7 +16,6 @@
 //! the engine drains every observation it accepted, the writer commits them.
 #![deny(missing_docs)]
 
-mod alerting;
 pub mod bus;
 pub mod config;
 mod engine;
@@ -31,8 +30,7 @@ pub use engine::{Engine, PublishRequest, Stats};
 pub use error::EngineError;
 pub use ingest::SettingsUpdate;
 pub use view::MessageView;
-pub use vigil_core::alert::AlertRule;
+pub use vigil_core::alert::{Alert, AlertRule};
 pub use vigil_store::{
-    AlertRow, Bucket, DeviceRow, DeviceSettings, MessageQuery, MetricRow, PresenceChange, Series,
-    StoreStats,
+    Bucket, DeviceRow, DeviceSettings, MessageQuery, MetricRow, PresenceChange, Series, StoreStats,
 };

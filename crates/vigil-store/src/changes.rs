@@ -4,6 +4,7 @@
 //! them, in the same transactions.
 
 use serde::Serialize;
+use vigil_core::alert::Alert;
 use vigil_core::presence::{DevicePresence, Transition};
 use vigil_core::Micros;
 
@@ -57,7 +58,7 @@ pub enum Change {
         id: i64,
     },
     /// An alert fired, was acknowledged or cleared (the row is replaced).
-    Alert(AlertRow),
+    Alert(Alert),
     /// A webhook delivery to make.
     WebhookQueued {
         /// When it was queued.
@@ -119,33 +120,6 @@ pub struct DeviceSettings {
     pub hidden: bool,
     /// The interval the device is expected to keep, µs (`None`: learned).
     pub expected_interval: Option<Micros>,
-}
-
-/// One alert occurrence as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AlertRow {
-    /// Its id (assigned by the engine, increasing).
-    pub id: i64,
-    /// The rule that fired.
-    pub rule_id: i64,
-    /// The device it is about.
-    pub device: String,
-    /// `critical`, `major`, `minor`, `warning` or `info`.
-    pub severity: String,
-    /// `firing`, `acknowledged` or `cleared`.
-    pub state: String,
-    /// When it fired.
-    pub fired_at: Micros,
-    /// When it was acknowledged.
-    pub acked_at: Option<Micros>,
-    /// Who acknowledged it.
-    pub acked_by: Option<String>,
-    /// When it cleared.
-    pub cleared_at: Option<Micros>,
-    /// The value that fired it, for metric rules.
-    pub value: Option<f64>,
-    /// What happened, in words.
-    pub message: String,
 }
 
 /// A webhook delivery waiting in the outbox.

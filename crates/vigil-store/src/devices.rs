@@ -7,7 +7,9 @@ use sqlx::{AssertSqlSafe, Row};
 use vigil_core::presence::{DevicePresence, PresenceState};
 use vigil_core::Micros;
 
-use crate::changes::{AlertRow, DeviceSettings, WebhookDelivery};
+use vigil_core::alert::{Alert, AlertState, Severity};
+
+use crate::changes::{DeviceSettings, WebhookDelivery};
 use crate::error::StoreError;
 use crate::store::Store;
 
@@ -44,7 +46,7 @@ pub struct DeviceRow {
     /// The latest value of each metric, ordered by name.
     pub metrics: Vec<MetricRow>,
     /// Its alerts that have not cleared, newest first.
-    pub alerts: Vec<AlertRow>,
+    pub alerts: Vec<Alert>,
 }
 
 /// The latest value of one metric of a device.
@@ -215,7 +217,7 @@ impl Store {
         device: Option<&str>,
         before: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<AlertRow>, StoreError> {
+    ) -> Result<Vec<Alert>, StoreError> {
         let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE 1");
         if active {
             sql.push_str(" AND state <> 'cleared'");
@@ -321,13 +323,18 @@ fn device_row(row: &SqliteRow) -> Result<DeviceRow, sqlx::Error> {
     })
 }
 
-fn alert_row(row: &SqliteRow) -> Result<AlertRow, sqlx::Error> {
-    Ok(AlertRow {
+fn alert_row(row: &SqliteRow) -> Result<Alert, sqlx::Error> {
+    let unreadable = |what: &str, value: &str| {
+        sqlx::Error::Decode(format!("an alert's {what} '{value}' is not one Vigil knows").into())
+    };
+    let severity: String = row.try_get(3)?;
+    let state: String = row.try_get(4)?;
+    Ok(Alert {
         id: row.try_get(0)?,
         rule_id: row.try_get(1)?,
         device: row.try_get(2)?,
-        severity: row.try_get(3)?,
-        state: row.try_get(4)?,
+        severity: Severity::parse(&severity).ok_or_else(|| unreadable("severity", &severity))?,
+        state: AlertState::parse(&state).ok_or_else(|| unreadable("state", &state))?,
         fired_at: row.try_get(5)?,
         acked_at: row.try_get(6)?,
         acked_by: row.try_get(7)?,
@@ -422,12 +429,12 @@ mod tests {
                     expected_interval: Some(60_000_000),
                 },
             },
-            Change::Alert(AlertRow {
+            Change::Alert(Alert {
                 id: 7,
                 rule_id: 1,
                 device: "ox1".into(),
-                severity: "critical".into(),
-                state: "firing".into(),
+                severity: Severity::Critical,
+                state: AlertState::Firing,
                 fired_at: 50,
                 acked_at: None,
                 acked_by: None,

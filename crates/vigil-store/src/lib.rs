@@ -40,7 +40,7 @@ mod testutil;
 mod types;
 mod writer;
 
-pub use changes::{AlertRow, Change, DeviceDescription, DeviceSettings, WebhookDelivery};
+pub use changes::{Change, DeviceDescription, DeviceSettings, WebhookDelivery};
 pub use devices::{DeviceRow, MetricRow, PresenceChange};
 pub use error::StoreError;
 pub use store::Store;
