@@ -256,6 +256,15 @@ mod tests {
             .collect()
     }
 
+    /// What the example of RFC 8428, section 5.1.2 says, in either encoding.
+    fn rfc_example_readings() -> Vec<(String, f64, Option<String>, Option<Micros>)> {
+        let name = |n: &str| format!("urn:dev:ow:10e2073a01080063:{n}");
+        vec![
+            (name("voltage"), 120.1, Some("V".into()), None),
+            (name("current"), 1.2, Some("A".into()), None),
+        ]
+    }
+
     /// RFC 8428, section 5.1.2: multiple data points with base name, time
     /// and units.
     #[test]
@@ -266,23 +275,7 @@ mod tests {
         ]"#;
         let d = decode_payload(pack);
         assert_eq!(d.kind, PayloadKind::Senml);
-        assert_eq!(
-            triples(&d.metrics),
-            [
-                (
-                    "urn:dev:ow:10e2073a01080063:voltage".into(),
-                    120.1,
-                    Some("V".into()),
-                    None
-                ),
-                (
-                    "urn:dev:ow:10e2073a01080063:current".into(),
-                    1.2,
-                    Some("A".into()),
-                    None
-                ),
-            ]
-        );
+        assert_eq!(triples(&d.metrics), rfc_example_readings());
         // Section 5.1.3: base time, relative times, base unit.
         let pack = br#"[{"bn":"urn:dev:ow:10e2073a0108006:","bt":1.276020076001e+09,"bu":"A","bver":5,"n":"voltage","u":"V","v":120.1},
                         {"n":"current","t":-5,"v":1.2},{"n":"current","t":-4,"v":1.3}]"#;
@@ -312,23 +305,7 @@ mod tests {
         ];
         let d = decode_payload(cbor);
         assert_eq!(d.kind, PayloadKind::Senml);
-        assert_eq!(
-            triples(&d.metrics),
-            [
-                (
-                    "urn:dev:ow:10e2073a01080063:voltage".into(),
-                    120.1,
-                    Some("V".into()),
-                    None
-                ),
-                (
-                    "urn:dev:ow:10e2073a01080063:current".into(),
-                    1.2,
-                    Some("A".into()),
-                    None
-                ),
-            ]
-        );
+        assert_eq!(triples(&d.metrics), rfc_example_readings());
         let d = decode_with(cbor, Some("application/senml+cbor"));
         assert_eq!((d.kind, d.error), (PayloadKind::Senml, None));
     }
