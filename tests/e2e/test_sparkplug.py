@@ -98,3 +98,29 @@ def test_a_death_from_an_earlier_session_is_ignored(vigil, players):
     c.publish_wait(f"{base}/NDATA/{node}", b"\x12\x09garbage")
     stored = vigil.wait_stored(f"{base}/NDATA/{node}")[0]
     assert stored["size"] == 9 and stored["device"] == key
+
+
+def test_announce_on_start_asks_devices_again(vigil_factory, tmp_path):
+    from test_presence_alerts import write_config
+    v = vigil_factory(write_config(tmp_path, "[presence]\nannounce_on_start = true\nannounce_delay_s = 2\n"))
+    group, node = unique("plant"), "edge9"
+    c = v.client(version=5)
+    birth = psp.NBirth(timestamp=ts(), seq=0, metrics=(metric("bdSeq", psp.DataType.INT64, 1),))
+    c.publish_wait(f"spBv1.0/{group}/NBIRTH/{node}", birth.encode())
+    wait_for(lambda: presence_of(v, f"{group}/{node}") == "online", what="the node known")
+    v.close_clients()
+    v.stop_ok()
+    v.restart()
+    # Vigil is the broker: it asks once devices have had time to reconnect.
+    listener = v.client(version=5)
+    for topic in (f"spBv1.0/{group}/NCMD/{node}", "homeassistant/status", "shellies/command"):
+        listener.subscribe(topic, qos=1)
+    got = {}
+    for _ in range(3):
+        m = listener.expect_message(timeout=10)
+        got[m.topic] = m.payload
+    assert got["homeassistant/status"] == b"online"
+    assert got["shellies/command"] == b"announce"
+    # Decoded by pysparkplug: the specification's rebirth request.
+    command = psp.NCmd.decode(got[f"spBv1.0/{group}/NCMD/{node}"])
+    assert [(mm.name, mm.value) for mm in command.metrics] == [("Node Control/Rebirth", True)]

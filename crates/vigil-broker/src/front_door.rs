@@ -74,6 +74,32 @@ pub struct Broker {
     task_token: std::sync::Mutex<Option<mpsc::Sender<()>>>,
 }
 
+/// Publishes on Vigil's behalf (see [`Broker::publisher`]).
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+}
+
+impl Publisher {
+    /// Publishes a message to subscribers on Vigil's own behalf. The caller
+    /// records it; the front door does not see it.
+    pub async fn publish(&self, topic: &str, payload: Bytes, retain: bool) -> Result<(), String> {
+        if topic.is_empty() || topic.contains(['+', '#', '\0']) {
+            return Err(format!(
+                "'{topic}' is not a topic one can publish to (empty, or has + # or NUL)"
+            ));
+        }
+        if payload.len() > self.shared.config.max_payload {
+            return Err(format!(
+                "the payload has {} bytes, more than broker.max_payload ({})",
+                payload.len(),
+                self.shared.config.max_payload
+            ));
+        }
+        self.shared.router.publish(topic, payload, retain).await
+    }
+}
+
 struct Shared {
     config: BrokerConfig,
     router: Router,
@@ -171,19 +197,14 @@ impl Broker {
     /// Publishes a message to subscribers on Vigil's own behalf. The caller
     /// records it; the front door does not see it.
     pub async fn publish(&self, topic: &str, payload: Bytes, retain: bool) -> Result<(), String> {
-        if topic.is_empty() || topic.contains(['+', '#', '\0']) {
-            return Err(format!(
-                "'{topic}' is not a topic one can publish to (empty, or has + # or NUL)"
-            ));
+        self.publisher().publish(topic, payload, retain).await
+    }
+
+    /// A handle that publishes on Vigil's behalf from another task.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            shared: self.shared.clone(),
         }
-        if payload.len() > self.shared.config.max_payload {
-            return Err(format!(
-                "the payload has {} bytes, more than broker.max_payload ({})",
-                payload.len(),
-                self.shared.config.max_payload
-            ));
-        }
-        self.shared.router.publish(topic, payload, retain).await
     }
 
     /// Stops accepting, closes every client connection (MQTT 5 clients are told
@@ -433,6 +454,11 @@ async fn serve_client(
         link,
     ));
     let (reason, router_writer) = tokio::select! {
+        // Upstream first: when the client goes, upstream's end closes the
+        // router side, so both can be ready at once, and the client's
+        // reason (dropped, keepalive, ...) is the true one, not the
+        // router's close that followed it.
+        biased;
         r = &mut up => r.unwrap_or((DisconnectReason::Dropped, None)),
         r = &mut down => {
             up.abort();

@@ -29,4 +29,4 @@ mod stream;
 
 pub use config::BrokerConfig;
 pub use error::BrokerError;
-pub use front_door::Broker;
+pub use front_door::{Broker, Publisher};

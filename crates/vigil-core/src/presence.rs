@@ -109,8 +109,12 @@ pub struct PresenceConfig {
     pub default_interval_s: f64,
     /// At start, ask devices to announce themselves where their convention
     /// allows (Home Assistant `homeassistant/status` → `online`, Shelly
-    /// `shellies/command` → `announce`). Off by default: it writes to devices.
+    /// `shellies/command` → `announce`, a Sparkplug rebirth request to each
+    /// known edge node). Off by default: it writes to devices.
     pub announce_on_start: bool,
+    /// How long after start to ask, in seconds: devices need a moment to
+    /// reconnect to the restarted broker before they can hear it.
+    pub announce_delay_s: f64,
 }
 
 impl Default for PresenceConfig {
@@ -120,6 +124,7 @@ impl Default for PresenceConfig {
             offline_factor: 10.0,
             default_interval_s: 600.0,
             announce_on_start: false,
+            announce_delay_s: 10.0,
         }
     }
 }
@@ -139,6 +144,12 @@ impl PresenceConfig {
         positive("stale_factor", self.stale_factor)?;
         positive("offline_factor", self.offline_factor)?;
         positive("default_interval_s", self.default_interval_s)?;
+        if !(0.0..=3600.0).contains(&self.announce_delay_s) {
+            return Err(format!(
+                "presence.announce_delay_s must be between 0 and 3600, not {}",
+                self.announce_delay_s
+            ));
+        }
         if self.offline_factor <= self.stale_factor {
             return Err(format!(
                 "presence.offline_factor ({}) must be larger than presence.stale_factor ({})",
@@ -377,13 +388,16 @@ impl PresenceTracker {
         self.arm(i);
     }
 
-    /// The silence a device's convention allows before it is stale.
-    pub fn set_stale_after(&mut self, key: &str, stale_after: Option<Micros>, at: Micros) {
+    /// The silence a device's convention allows before it is stale; whether
+    /// that changed anything.
+    pub fn set_stale_after(&mut self, key: &str, stale_after: Option<Micros>, at: Micros) -> bool {
         let i = self.entry(key, at);
-        if self.entries[i].presence.stale_after != stale_after {
-            self.entries[i].presence.stale_after = stale_after;
-            self.arm(i);
+        if self.entries[i].presence.stale_after == stale_after {
+            return false;
         }
+        self.entries[i].presence.stale_after = stale_after;
+        self.arm(i);
+        true
     }
 
     /// When the next deadline is due, if any.

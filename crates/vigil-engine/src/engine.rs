@@ -80,6 +80,7 @@ pub struct Engine {
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     retention: JoinHandle<()>,
     webhooks: JoinHandle<()>,
+    announce: Option<JoinHandle<()>>,
 }
 
 impl Engine {
@@ -183,8 +184,9 @@ impl Engine {
             bus.clone(),
             received.clone(),
         );
-        for device in store.devices().await? {
-            ingest.restore_device(&device);
+        let known_devices = store.devices().await?;
+        for device in &known_devices {
+            ingest.restore_device(device);
         }
         ingest.startup_alerts = orphaned;
         ingest.webhooks = config.alerts.webhooks.clone();
@@ -196,9 +198,19 @@ impl Engine {
         let task = tokio::spawn(ingest.run(observed, commanded, stopped));
         let retention = tokio::spawn(run_retention(writer.clone(), config.store.clone()));
         let webhooks = tokio::spawn(crate::webhook::run(store.clone(), writer, webhook_wake));
-        if config.presence.announce_on_start {
-            ask_devices_to_announce(&broker, &config).await;
-        }
+        let announce = config.presence.announce_on_start.then(|| {
+            let nodes: Vec<String> = known_devices
+                .iter()
+                .filter(|d| d.convention == vigil_core::Convention::Sparkplug.as_str())
+                .map(|d| d.id.clone())
+                .filter(|key| key.matches('/').count() == 1)
+                .collect();
+            tokio::spawn(ask_devices_to_announce(
+                broker.publisher(),
+                config.clone(),
+                nodes,
+            ))
+        });
         Ok(Engine {
             config,
             store,
@@ -212,6 +224,7 @@ impl Engine {
             task: tokio::sync::Mutex::new(Some(task)),
             retention,
             webhooks,
+            announce,
         })
     }
 
@@ -427,6 +440,9 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.retention.abort();
         self.webhooks.abort();
+        if let Some(announce) = &self.announce {
+            announce.abort();
+        }
         self.broker.shutdown(Duration::from_secs(5)).await;
         if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = stop.send(());
@@ -442,20 +458,35 @@ impl Engine {
 
 /// Asks devices to announce themselves, where their convention allows it
 /// without side effects: Home Assistant's birth message (devices that follow
-/// HA discovery republish their configs and states) and Shelly Gen1's
-/// `announce` command.
-async fn ask_devices_to_announce(broker: &Broker, config: &Config) {
+/// HA discovery republish their configs and states), Shelly Gen1's
+/// `announce` command, and a Sparkplug rebirth request to every edge node
+/// Vigil knows. It waits `presence.announce_delay_s` first: Vigil is the
+/// broker, so at start no device is connected yet to hear it.
+async fn ask_devices_to_announce(
+    broker: vigil_broker::Publisher,
+    config: Config,
+    sparkplug_nodes: Vec<String>,
+) {
+    tokio::time::sleep(Duration::from_secs_f64(config.presence.announce_delay_s)).await;
     let ha_status = format!("{}/status", config.conventions.home_assistant_prefix);
-    let asks = [
-        (ha_status.as_str(), "online"),
-        ("shellies/command", "announce"),
+    let mut asks = vec![
+        (ha_status, Bytes::from_static(b"online")),
+        (
+            "shellies/command".to_owned(),
+            Bytes::from_static(b"announce"),
+        ),
     ];
+    let rebirth = Bytes::from(vigil_core::decode::sparkplug::rebirth_request(
+        (now_micros() / 1000).max(0) as u64,
+    ));
+    for node in sparkplug_nodes {
+        if let Some((group, node)) = node.split_once('/') {
+            asks.push((format!("spBv1.0/{group}/NCMD/{node}"), rebirth.clone()));
+        }
+    }
     for (topic, payload) in asks {
-        match broker
-            .publish(topic, Bytes::from_static(payload.as_bytes()), false)
-            .await
-        {
-            Ok(()) => tracing::info!("asked devices to announce themselves: {topic} ← {payload}"),
+        match broker.publish(&topic, payload, false).await {
+            Ok(()) => tracing::info!("asked devices to announce themselves on {topic}"),
             Err(e) => tracing::warn!("could not publish {topic}: {e}"),
         }
     }

@@ -414,7 +414,9 @@ impl Ingest {
                 }
                 Fact::Unit { metric, unit } => self.unit(key, &metric, &unit).await,
                 Fact::StaleAfter(after) => {
-                    self.presence.set_stale_after(key, Some(after), m.at);
+                    if self.presence.set_stale_after(key, Some(after), m.at) {
+                        self.save_presence_of(key).await;
+                    }
                     self.deadlines_changed();
                 }
                 Fact::MetricsStale => {
@@ -703,6 +705,20 @@ impl Ingest {
         let changes = self.alerts.tick(now);
         self.alert_changes(changes).await;
         self.deadlines_changed();
+    }
+
+    /// Saves one device's presence as it is now (no transition).
+    async fn save_presence_of(&mut self, key: &str) {
+        if let Some(presence) = self.presence.get(key).cloned() {
+            let _ = self
+                .writer
+                .change(Change::Presence {
+                    device: key.to_owned(),
+                    presence,
+                    transition: None,
+                })
+                .await;
+        }
     }
 
     /// Saves every device's presence bookkeeping that changed (`all`: every

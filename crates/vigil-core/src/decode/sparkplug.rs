@@ -197,8 +197,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encoding, for tests (Vigil itself only reads Sparkplug).
-#[cfg(test)]
+/// The NCMD payload that asks an edge node to send its births again
+/// (`Node Control/Rebirth` = true), stamped `timestamp_ms`.
+pub fn rebirth_request(timestamp_ms: u64) -> Vec<u8> {
+    encode::payload_without_seq(
+        timestamp_ms,
+        &[encode::metric(Some("Node Control/Rebirth"), None, 11, 1.0)],
+    )
+}
+
+/// Encoding: the rebirth request, and payloads for tests.
 pub(crate) mod encode {
     fn varint(out: &mut Vec<u8>, mut v: u64) {
         loop {
@@ -260,8 +268,8 @@ pub(crate) mod encode {
         m
     }
 
-    /// A payload with a timestamp (ms), a seq and metrics.
-    pub(crate) fn payload(timestamp_ms: u64, seq: u64, metrics: &[Vec<u8>]) -> Vec<u8> {
+    /// A payload with a timestamp (ms) and metrics, and no seq (commands).
+    pub(crate) fn payload_without_seq(timestamp_ms: u64, metrics: &[Vec<u8>]) -> Vec<u8> {
         let mut p = Vec::new();
         tag(&mut p, 1, 0);
         varint(&mut p, timestamp_ms);
@@ -270,6 +278,13 @@ pub(crate) mod encode {
             varint(&mut p, m.len() as u64);
             p.extend_from_slice(m);
         }
+        p
+    }
+
+    /// A payload with a timestamp (ms), a seq and metrics.
+    #[cfg(test)]
+    pub(crate) fn payload(timestamp_ms: u64, seq: u64, metrics: &[Vec<u8>]) -> Vec<u8> {
+        let mut p = payload_without_seq(timestamp_ms, metrics);
         tag(&mut p, 3, 0);
         varint(&mut p, seq);
         p
@@ -312,6 +327,18 @@ mod tests {
                 (Some("Pump"), Some(4), Some(1.0)),
                 (None, Some(5), Some(0.5)),
             ]
+        );
+    }
+
+    #[test]
+    fn the_rebirth_request_reads_back() {
+        let d = decode_sparkplug(&rebirth_request(1_700_000_000_000)).unwrap();
+        assert_eq!(d.seq, None);
+        assert_eq!(d.metrics.len(), 1);
+        assert_eq!(d.metrics[0].name.as_deref(), Some("Node Control/Rebirth"));
+        assert_eq!(
+            (d.metrics[0].datatype, d.metrics[0].value),
+            (Some(11), Some(1.0))
         );
     }
 
