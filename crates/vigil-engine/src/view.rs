@@ -33,8 +33,8 @@ pub struct MessageView {
     pub payload_text: Option<String>,
     /// MQTT 5 properties and flags (`user_properties`, `content_type`, `will`).
     pub properties: Option<serde_json::Value>,
-    /// What the payload is: `empty`, `json`, `senml`, `cbor`, `number`,
-    /// `boolean`, `text` or `binary`.
+    /// What the payload is: `empty`, `json`, `senml`, `cbor`, `sparkplug`,
+    /// `number`, `boolean`, `text` or `binary`.
     pub kind: vigil_core::PayloadKind,
     /// Why a payload that claimed a format (its MQTT 5 content type) could
     /// not be read as such; the payload is kept whole regardless.
@@ -51,7 +51,7 @@ impl From<StoredMessage> for MessageView {
             .as_ref()
             .and_then(|p| p.get("content_type"))
             .and_then(|c| c.as_str());
-        let decoded = vigil_core::decode::decode_with(&m.payload, content_type);
+        let decoded = vigil_core::decode::decode_message(&m.topic, &m.payload, content_type);
         MessageView {
             kind: decoded.kind,
             decode_error: decoded.error,
