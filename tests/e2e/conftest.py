@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import pytest
 
-from helpers import HOST, Client, HttpResponse, http_request, query, unique, wait_for
+from helpers import HOST, Client, HttpResponse, Player, http_request, query, unique, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VIGIL_BIN = Path(os.environ.get("VIGIL_BIN") or REPO / "target" / "debug" / "vigil")
@@ -413,6 +413,21 @@ def sv(shared_vigil):
 def topic(request) -> str:
     """A topic unique to this test: `<device>/<metric>` with a unique device."""
     return f"{unique('dev')}/m"
+
+
+@pytest.fixture
+def players():
+    """Starts devices in their own processes (`Player`); kills what is left at the end."""
+    started: list[Player] = []
+
+    def start(spec: dict) -> Player:
+        p = Player(spec)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
 
 
 __all__ = ["Vigil", "unique"]

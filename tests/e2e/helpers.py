@@ -5,6 +5,10 @@ Everything here talks to 127.0.0.1 only, and every wait is bounded in time.
 
 from __future__ import annotations
 
+from pathlib import Path
+import sys
+import subprocess
+import signal
 import base64
 import http.client
 import json
@@ -449,3 +453,31 @@ def wait_closed(sock: socket.socket, timeout: float) -> bool:
 
 def random_bytes(n: int) -> bytes:
     return os.urandom(n)
+
+
+class Player:
+    """tests/e2e/device_player.py in a subprocess: a device that can be SIGKILLed."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "device_player.py"),
+                                      json.dumps(spec)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def expect(self, line: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.proc.stdout.readline().strip()
+            if got == line:
+                return
+            if not got and self.proc.poll() is not None:
+                break
+        raise AssertionError(f"device player never printed {line!r}; stderr: {self.proc.stderr.read()[-2000:]}")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()

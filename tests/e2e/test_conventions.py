@@ -17,18 +17,14 @@ device: its devices' presence comes from their availability messages only.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from helpers import unique, wait_for
+from helpers import Player, unique, wait_for
 
-HERE = Path(__file__).resolve().parent
 SECOND = 1_000_000
 VERSIONS = ["3.1.1", "5"]
 CONNECTION_LOST = ("connection", "connection lost: connection dropped")
@@ -39,45 +35,6 @@ CONNECTED = ("connection", "connected")
 # devices in their own processes (as in test_presence_alerts.py)
 # --------------------------------------------------------------------------
 
-class Player:
-    """device_player.py in a subprocess."""
-
-    def __init__(self, spec: dict):
-        self.spec = spec
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "device_player.py"), json.dumps(spec)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def expect(self, line: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.proc.stdout.readline().strip()
-            if got == line:
-                return
-            if not got and self.proc.poll() is not None:
-                break
-        raise AssertionError(f"device player never printed {line!r}; stderr: {self.proc.stderr.read()[-2000:]}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.kill()
-
-
-@pytest.fixture
-def players():
-    started: list[Player] = []
-
-    def start(spec: dict) -> Player:
-        p = Player(spec)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.stop()
 
 
 def play(players, v, client_id: str, will: dict, messages: list[dict], version: str = "3.1.1") -> Player:

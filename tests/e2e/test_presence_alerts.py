@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,48 +16,9 @@ import pytest
 
 from helpers import SseStream, connect_packet, publish_packet, unique, wait_for
 
-HERE = Path(__file__).resolve().parent
 SECOND = 1_000_000
 
 
-class Player:
-    """device_player.py in a subprocess."""
-
-    def __init__(self, spec: dict):
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "device_player.py"), json.dumps(spec)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def expect(self, line: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.proc.stdout.readline().strip()
-            if got == line:
-                return
-            if not got and self.proc.poll() is not None:
-                break
-        raise AssertionError(f"device player never printed {line!r}; stderr: {self.proc.stderr.read()[-2000:]}")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.kill()
-
-
-@pytest.fixture
-def players():
-    started: list[Player] = []
-
-    def start(spec: dict) -> Player:
-        p = Player(spec)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.stop()
 
 
 def write_config(tmp_path: Path, text: str) -> list[str]:

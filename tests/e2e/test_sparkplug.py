@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pysparkplug as psp
 
 from helpers import unique, wait_for
-from test_presence_alerts import device, history, presence_of, players  # noqa: F401 (fixture)
+from test_presence_alerts import device, history, presence_of
 
 
 def ts() -> int:
