@@ -206,7 +206,9 @@ def test_a_metric_alert_fires_after_its_duration_holds_through_hysteresis_and_cl
     c.publish_wait(f"{key}/spo2", "93")
     cleared = sse.next_matching(lambda n, e: e["alert"]["device"] == key, timeout=10, what="cleared")[1]
     assert cleared["transition"] == "cleared"
-    assert vigil.http_get_json(f"/api/alerts?state=active&device={key}") == []
+    # Events go out before the store commits (within a flush interval).
+    wait_for(lambda: vigil.http_get_json(f"/api/alerts?state=active&device={key}") == [],
+             what="the cleared alert stored")
     assert [a["state"] for a in vigil.http_get_json(f"/api/alerts?device={key}")] == ["cleared"]
     sse.close()
 
