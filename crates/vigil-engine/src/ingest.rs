@@ -734,16 +734,7 @@ impl Ingest {
             })
             .collect();
         for key in keys {
-            if let Some(presence) = self.presence.get(&key).cloned() {
-                let _ = self
-                    .writer
-                    .change(Change::Presence {
-                        device: key,
-                        presence,
-                        transition: None,
-                    })
-                    .await;
-            }
+            self.save_presence_of(&key).await;
         }
     }
 

@@ -346,7 +346,8 @@ impl Fact {
 /// The interpreter: one per engine, fed every message in arrival order.
 #[derive(Debug)]
 pub struct Conventions {
-    config: ConventionsConfig,
+    /// The enabled conventions, in the order they are tried (see `interpret`).
+    order: Vec<Convention>,
     generic: generic::Generic,
     homie: homie::Homie,
     home_assistant: home_assistant::HomeAssistant,
@@ -369,7 +370,19 @@ impl Conventions {
             esphome: esphome::Esphome::default(),
             zigbee2mqtt: zigbee2mqtt::Zigbee2mqtt::new(&config.zigbee2mqtt_prefix),
             sparkplug: sparkplug::Sparkplug::default(),
-            config,
+            order: [
+                Convention::Generic,
+                Convention::Sparkplug,
+                Convention::Homie,
+                Convention::HomeAssistant,
+                Convention::Zigbee2mqtt,
+                Convention::Tasmota,
+                Convention::Shelly,
+                Convention::Esphome,
+            ]
+            .into_iter()
+            .filter(|c| config.enabled(*c))
+            .collect(),
         }
     }
 
@@ -383,44 +396,19 @@ impl Conventions {
     /// device has announced itself: Shelly Gen2 (`<prefix>/online`) and
     /// ESPHome (`<node>/status`).
     pub fn interpret(&mut self, message: MessageRef<'_>) -> Interpretation {
-        let c = &self.config;
-        if c.enabled(Convention::Generic) {
-            if let Some(i) = self.generic.interpret(message) {
-                return i;
-            }
-        }
-        if c.enabled(Convention::Sparkplug) {
-            if let Some(i) = self.sparkplug.interpret(message) {
-                return i;
-            }
-        }
-        if c.enabled(Convention::Homie) {
-            if let Some(i) = self.homie.interpret(message) {
-                return i;
-            }
-        }
-        if c.enabled(Convention::HomeAssistant) {
-            if let Some(i) = self.home_assistant.interpret(message) {
-                return i;
-            }
-        }
-        if c.enabled(Convention::Zigbee2mqtt) {
-            if let Some(i) = self.zigbee2mqtt.interpret(message) {
-                return i;
-            }
-        }
-        if c.enabled(Convention::Tasmota) {
-            if let Some(i) = self.tasmota.interpret(message) {
-                return i;
-            }
-        }
-        if c.enabled(Convention::Shelly) {
-            if let Some(i) = self.shelly.interpret(message) {
-                return i;
-            }
-        }
-        if c.enabled(Convention::Esphome) {
-            if let Some(i) = self.esphome.interpret(message) {
+        for &convention in &self.order {
+            let found = match convention {
+                Convention::Generic => self.generic.interpret(message),
+                Convention::Sparkplug => self.sparkplug.interpret(message),
+                Convention::Homie => self.homie.interpret(message),
+                Convention::HomeAssistant => self.home_assistant.interpret(message),
+                Convention::Zigbee2mqtt => self.zigbee2mqtt.interpret(message),
+                Convention::Tasmota => self.tasmota.interpret(message),
+                Convention::Shelly => self.shelly.interpret(message),
+                Convention::Esphome => self.esphome.interpret(message),
+                Convention::Topic | Convention::Coap => None,
+            };
+            if let Some(i) = found {
                 return i;
             }
         }

@@ -68,7 +68,7 @@ impl Tasmota {
             ("tele", "SENSOR" | "STATE")
             | ("stat", "RESULT" | "STATUS8" | "STATUS10" | "STATUS11") => {
                 match json(message.payload) {
-                    Some(Value::Object(map)) => readings(&map),
+                    Some(Value::Object(map)) => readings(&map, message.payload),
                     _ => Vec::new(),
                 }
             }
@@ -134,7 +134,7 @@ impl Tasmota {
 /// The numbers of a SENSOR or STATE message, with the units Tasmota
 /// implies: ENERGY's, and `TempUnit` / `PressureUnit` for every reading
 /// whose name says temperature, dew point or pressure.
-fn readings(map: &serde_json::Map<String, Value>) -> Vec<Fact> {
+fn readings(map: &serde_json::Map<String, Value>, payload: &[u8]) -> Vec<Fact> {
     let temp_unit = map
         .get("TempUnit")
         .and_then(Value::as_str)
@@ -143,8 +143,7 @@ fn readings(map: &serde_json::Map<String, Value>) -> Vec<Fact> {
         .get("PressureUnit")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let payload = Value::Object(map.clone()).to_string();
-    super::payload_metrics("", payload.as_bytes())
+    super::payload_metrics("", payload)
         .into_iter()
         .map(|mut m| {
             let leaf = m.name.rsplit('.').next().unwrap_or("");
