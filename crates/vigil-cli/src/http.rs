@@ -46,9 +46,15 @@ pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
         .route("/api/publish", post(publish))
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/API.md")
-        })
+        .route("/api/broker", get(broker))
+        .route("/api/settings", get(settings))
+        .route(
+            "/api/{*rest}",
+            axum::routing::any(|| async {
+                ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/API.md")
+            }),
+        )
+        .fallback(crate::ui::serve)
         .with_state(App { engine, stopping })
 }
 
@@ -260,6 +266,7 @@ async fn messages(State(app): State<App>, Query(p): Params) -> Result<Response, 
         topic: p.get("topic").filter(|t| !t.is_empty()).cloned(),
         device: p.get("device").filter(|d| !d.is_empty()).cloned(),
         before: param(&p, "before")?,
+        after: param(&p, "after")?,
         limit,
     };
     Ok(Json(app.engine.messages(&query).await?).into_response())
@@ -272,6 +279,14 @@ async fn publish(
     let request = body(request, "publish request")?;
     app.engine.publish(request).await?;
     Ok(Json(serde_json::json!({ "ok": true })).into_response())
+}
+
+async fn broker(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.broker().await?).into_response())
+}
+
+async fn settings(State(app): State<App>) -> Response {
+    Json(app.engine.settings()).into_response()
 }
 
 async fn stats(State(app): State<App>) -> Result<Response, ApiError> {

@@ -9,6 +9,7 @@
 mod bench;
 mod http;
 mod serve;
+mod ui;
 
 use clap::{Parser, Subcommand};
 

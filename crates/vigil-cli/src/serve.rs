@@ -82,13 +82,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     println!("{ready}");
     tracing::info!(
-        "Vigil is running — MQTT: mqtt://{}  WebSocket: {}  API: http://{}/api/devices  data: {}",
+        "Vigil is running — open http://{} — MQTT: mqtt://{}  WebSocket: {}  data: {}",
+        http_addr,
         engine.mqtt_addr(),
         engine
             .ws_addr()
             .map(|a| format!("ws://{a}{}", config.broker.ws_path))
             .unwrap_or_else(|| "off".into()),
-        http_addr,
         config.data_dir.display()
     );
 

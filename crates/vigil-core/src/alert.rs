@@ -30,6 +30,7 @@ use crate::time::Micros;
 
 /// How urgent an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Act now (a patient's SpO2 is low).
@@ -71,6 +72,7 @@ impl Severity {
 
 /// Which devices a rule watches: every field that is set must match.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(default, deny_unknown_fields)]
 pub struct Scope {
     /// One device, by key.
@@ -83,6 +85,7 @@ pub struct Scope {
 
 /// When a value is out of bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Threshold {
     /// Greater than this.
@@ -132,6 +135,7 @@ impl Threshold {
 
 /// What a rule watches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Condition {
     /// A metric's value.
@@ -159,6 +163,7 @@ pub enum Condition {
 
 /// A rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(deny_unknown_fields)]
 pub struct AlertRule {
     /// Its id (0 for a rule not yet saved).
@@ -271,6 +276,7 @@ impl AlertRule {
 
 /// Where an alert stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// The condition holds and nobody has acknowledged it.
@@ -304,6 +310,7 @@ impl AlertState {
 
 /// One occurrence of a rule's condition on one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Alert {
     /// Its id, increasing.
     pub id: i64,

@@ -31,6 +31,7 @@ impl Observation {
 
 /// An MQTT 5 user property (a name/value pair carried with a message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct UserProperty {
     /// The property's name.
     pub name: String,
@@ -63,6 +64,7 @@ pub struct Message {
 
 /// The MQTT protocol level a client spoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub enum MqttVersion {
     /// MQTT 3.1.1 (protocol level 4).
     #[serde(rename = "3.1.1")]
@@ -74,6 +76,7 @@ pub enum MqttVersion {
 
 /// How a client reached Vigil.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// MQTT over plain TCP.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a device stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceState {
     /// Nothing heard yet that says either way.
@@ -53,6 +54,7 @@ const SECOND: Micros = 1_000_000;
 
 /// What made a presence change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceSource {
     /// The embedded broker saw the device's MQTT connection open or end.
@@ -79,6 +81,11 @@ impl PresenceSource {
 
 /// One change of one device's presence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(
+    feature = "ts",
+    derive(ts_rs::TS),
+    ts(export, rename = "PresenceTransition")
+)]
 pub struct Transition {
     /// The device's key.
     pub device: String,
@@ -172,6 +179,7 @@ const MIN_STALE: Micros = SECOND;
 
 /// One device's presence, as stored and restored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct DevicePresence {
     /// Where it stands.
     pub state: PresenceState,

@@ -53,6 +53,7 @@ impl Event {
 
 /// A message, without its payload.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct MessageEvent {
     /// When it arrived.
     pub at: Micros,
@@ -72,6 +73,11 @@ pub struct MessageEvent {
 
 /// A connection event.
 #[derive(Debug, Serialize)]
+#[cfg_attr(
+    feature = "ts",
+    derive(ts_rs::TS),
+    ts(export, rename = "ConnectionEvent")
+)]
 pub struct ConnectionEventView {
     /// When.
     pub at: Micros,
@@ -93,6 +99,7 @@ pub struct ConnectionEventView {
 
 /// A committed batch.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct FlushedEvent {
     /// Messages in the batch.
     pub rows: usize,
@@ -106,6 +113,7 @@ pub struct FlushedEvent {
 
 /// A device that is new, or whose description or settings changed.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct DeviceEvent {
     /// Its id.
     pub id: String,
@@ -121,6 +129,7 @@ pub type PresenceEvent = vigil_core::presence::Transition;
 
 /// An alert change: the alert as it is now, and what happened to it.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct AlertEvent {
     /// `fired`, `acknowledged` or `cleared`.
     pub transition: &'static str,

@@ -19,6 +19,7 @@ use vigil_store::{DeviceSettings, PresenceChange, Retention, Store, WriterHandle
 use crate::bus::{Event, EventBus, FlushedEvent, Subscription};
 use crate::config::Config;
 use crate::error::EngineError;
+use crate::ingest::ClientView;
 use crate::ingest::{Command, Ingest, SettingsUpdate};
 use crate::view::MessageView;
 use crate::{DeviceRow, MessageQuery, Series, StoreStats};
@@ -35,6 +36,7 @@ const RETENTION_EVERY: Duration = Duration::from_secs(600);
 
 /// A message to publish on Vigil's own behalf.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// The topic.
@@ -54,8 +56,52 @@ pub struct PublishRequest {
     pub retain: bool,
 }
 
+/// The embedded broker as the UI shows it.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct BrokerView {
+    /// Where it listens.
+    pub listeners: Vec<ListenerView>,
+    /// The largest payload accepted, bytes.
+    pub max_payload: u64,
+    /// Connections allowed at once.
+    pub max_connections: u64,
+    /// Clients connected now, by client id.
+    pub clients: Vec<ClientView>,
+}
+
+/// One listener of the broker.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct ListenerView {
+    /// `mqtt` (TCP) or `ws` (WebSocket).
+    pub protocol: String,
+    /// The address it is bound to.
+    pub address: String,
+    /// The HTTP path of a WebSocket listener.
+    pub path: Option<String>,
+    /// Whether it speaks TLS.
+    pub tls: bool,
+    /// Whether only this machine can reach it.
+    pub loopback_only: bool,
+}
+
+/// `scheme://host[:port]/…` of a URL: what a person needs to recognise it,
+/// without a path or query that may hold a token.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{scheme}://{host}/…")
+        }
+        None => "…".to_owned(),
+    }
+}
+
 /// Counters of a running engine.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Stats {
     /// What the store holds.
     #[serde(flatten)]
@@ -241,6 +287,46 @@ impl Engine {
     /// Where MQTT over WebSocket listens, if enabled.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.broker.ws_addr()
+    }
+
+    /// The broker's listeners and the clients connected now.
+    pub async fn broker(&self) -> Result<BrokerView, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Clients { reply })
+            .await
+            .map_err(|_| EngineError::Stopping)?;
+        let clients = answer.await.map_err(|_| EngineError::Stopping)?;
+        let listener = |protocol: &str, address: SocketAddr, path: Option<&str>| ListenerView {
+            protocol: protocol.to_owned(),
+            address: address.to_string(),
+            path: path.map(str::to_owned),
+            tls: false,
+            loopback_only: address.ip().is_loopback(),
+        };
+        let mut listeners = vec![listener("mqtt", self.mqtt_addr(), None)];
+        if let Some(ws) = self.ws_addr() {
+            listeners.push(listener("ws", ws, Some(&self.config.broker.ws_path)));
+        }
+        Ok(BrokerView {
+            listeners,
+            max_payload: self.config.broker.max_payload as u64,
+            max_connections: self.config.broker.max_connections as u64,
+            clients,
+        })
+    }
+
+    /// The settings it runs with, for people to read: the configuration
+    /// with webhook addresses cut to scheme and host (they may carry tokens).
+    pub fn settings(&self) -> serde_json::Value {
+        let mut config = self.config.clone();
+        config.alerts.webhooks = config
+            .alerts
+            .webhooks
+            .iter()
+            .map(|url| redact_url(url))
+            .collect();
+        serde_json::to_value(&config).unwrap_or_default()
     }
 
     /// Live events.

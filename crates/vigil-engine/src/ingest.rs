@@ -60,10 +60,37 @@ pub(crate) enum Command {
     Rules {
         reply: oneshot::Sender<Vec<AlertRule>>,
     },
+    /// The clients connected now.
+    Clients {
+        reply: oneshot::Sender<Vec<ClientView>>,
+    },
+}
+
+/// A client connected now.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct ClientView {
+    /// Its client id.
+    pub client_id: String,
+    /// The user name it logged in with (never the password).
+    pub username: Option<String>,
+    /// Its address.
+    pub peer: String,
+    /// `tcp` or `ws`.
+    pub transport: vigil_core::Transport,
+    /// `3.1.1` or `5`.
+    pub version: vigil_core::MqttVersion,
+    /// The keepalive it asked for, seconds (0: none).
+    pub keepalive_s: u16,
+    /// When its connection opened.
+    pub connected_at: Micros,
+    /// The device it publishes for, when it publishes for one only.
+    pub device: Option<String>,
 }
 
 /// A partial change of a device's settings: absent fields stay as they are.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(deny_unknown_fields)]
 pub struct SettingsUpdate {
     /// The name to show (empty: the device's own again).
@@ -116,8 +143,8 @@ pub(crate) struct Ingest {
     pub startup_alerts: Vec<AlertChange>,
     known: HashMap<String, Known>,
     clients: HashMap<String, ClientOf>,
-    /// Open connections per client id.
-    connected: HashMap<String, u32>,
+    /// Open connections per client id, and the latest of them.
+    connected: HashMap<String, (u32, ClientView)>,
     /// The earliest deadline of the tracker or the evaluator.
     next_deadline: Option<Micros>,
 }
@@ -250,7 +277,29 @@ impl Ingest {
                 };
                 match &c.outcome {
                     ConnectionOutcome::Connected { .. } => {
-                        *self.connected.entry(c.client_id.clone()).or_default() += 1;
+                        let keepalive = match &c.outcome {
+                            ConnectionOutcome::Connected { keepalive, .. } => *keepalive,
+                            _ => 0,
+                        };
+                        let view = ClientView {
+                            client_id: c.client_id.clone(),
+                            username: c.username.clone(),
+                            peer: c.peer.to_string(),
+                            transport: c.transport,
+                            version: c.version,
+                            keepalive_s: keepalive,
+                            connected_at: c.at,
+                            device: match self.clients.get(&c.client_id) {
+                                Some(ClientOf::Device(d)) => Some(d.clone()),
+                                _ => None,
+                            },
+                        };
+                        let entry = self
+                            .connected
+                            .entry(c.client_id.clone())
+                            .or_insert((0, view.clone()));
+                        entry.0 += 1;
+                        entry.1 = view;
                         if let Some(ClientOf::Device(device)) = self.clients.get(&c.client_id) {
                             let device = device.clone();
                             let t = self.presence.connected(&device, c.at);
@@ -258,7 +307,7 @@ impl Ingest {
                         }
                     }
                     ConnectionOutcome::Disconnected(why) => {
-                        if let Some(n) = self.connected.get_mut(&c.client_id) {
+                        if let Some((n, _)) = self.connected.get_mut(&c.client_id) {
                             *n -= 1;
                             if *n == 0 {
                                 self.connected.remove(&c.client_id);
@@ -775,6 +824,21 @@ impl Ingest {
             }
             Command::Rules { reply } => {
                 let _ = reply.send(self.rules.clone());
+            }
+            Command::Clients { reply } => {
+                let mut clients: Vec<ClientView> = self
+                    .connected
+                    .values()
+                    .map(|(_, view)| {
+                        let mut view = view.clone();
+                        if let Some(ClientOf::Device(d)) = self.clients.get(&view.client_id) {
+                            view.device = Some(d.clone());
+                        }
+                        view
+                    })
+                    .collect();
+                clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+                let _ = reply.send(clients);
             }
         }
     }

@@ -26,9 +26,9 @@ mod webhook;
 
 pub use bus::{Event, EventBus, Subscription};
 pub use config::{AlertsConfig, Config, HttpConfig, StoreConfig};
-pub use engine::{Engine, PublishRequest, Stats};
+pub use engine::{BrokerView, Engine, ListenerView, PublishRequest, Stats};
 pub use error::EngineError;
-pub use ingest::SettingsUpdate;
+pub use ingest::{ClientView, SettingsUpdate};
 pub use view::MessageView;
 pub use vigil_core::alert::{Alert, AlertRule};
 pub use vigil_store::{

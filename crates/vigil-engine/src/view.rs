@@ -10,6 +10,7 @@ use vigil_store::StoredMessage;
 
 /// A stored message as the API returns it.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct MessageView {
     /// Its id in the store (increasing with arrival).
     pub id: i64,
@@ -39,6 +40,9 @@ pub struct MessageView {
     /// Why a payload that claimed a format (its MQTT 5 content type) could
     /// not be read as such; the payload is kept whole regardless.
     pub decode_error: Option<String>,
+    /// The readings Vigil took from the payload (JSON paths, SenML and
+    /// Sparkplug names, CBOR), with units and times when the payload gave them.
+    pub metrics: Vec<vigil_core::decode::Metric>,
 }
 
 impl From<StoredMessage> for MessageView {
@@ -55,6 +59,7 @@ impl From<StoredMessage> for MessageView {
         MessageView {
             kind: decoded.kind,
             decode_error: decoded.error,
+            metrics: decoded.metrics,
             id: m.id,
             at: m.at,
             size: m.payload.len(),

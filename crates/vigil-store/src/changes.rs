@@ -111,6 +111,7 @@ pub struct DeviceDescription {
 
 /// What the user set for a device.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct DeviceSettings {
     /// The name shown instead of the device's own.
     pub display_name: Option<String>,

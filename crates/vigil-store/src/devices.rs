@@ -15,6 +15,7 @@ use crate::store::Store;
 
 /// A device and what Vigil knows about it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct DeviceRow {
     /// The device's key: its id in the API.
     pub id: String,
@@ -51,6 +52,7 @@ pub struct DeviceRow {
 
 /// The latest value of one metric of a device.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct MetricRow {
     /// Metric name.
     pub name: String,
@@ -66,6 +68,7 @@ pub struct MetricRow {
 
 /// One stored presence change.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct PresenceChange {
     /// When.
     pub at: Micros,

@@ -298,7 +298,7 @@ impl Store {
 
     /// Messages matching `query`, newest first (descending id).
     pub async fn messages(&self, query: &MessageQuery) -> Result<Vec<StoredMessage>, StoreError> {
-        // A fixed text per filter combination (eight at most) rather than
+        // A fixed text per filter combination (sixteen at most) rather than
         // `(?1 IS NULL OR ...)`, which would stop SQLite from using the
         // (topic_id, id) and (device_id, id) indexes. Names and keys are
         // resolved in scalar subqueries: an unknown one matches nothing.
@@ -317,6 +317,9 @@ impl Store {
         if query.before.is_some() {
             sql.push_str(" AND m.id < ?");
         }
+        if query.after.is_some() {
+            sql.push_str(" AND m.id > ?");
+        }
         sql.push_str(" ORDER BY m.id DESC LIMIT ?");
         // Only fixed fragments went into `sql`; every value is a parameter.
         let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -328,6 +331,9 @@ impl Store {
         }
         if let Some(before) = query.before {
             q = q.bind(before);
+        }
+        if let Some(after) = query.after {
+            q = q.bind(after);
         }
         let rows = q
             .bind(i64::from(query.limit))
@@ -712,6 +718,7 @@ mod tests {
                 device: Some("a".into()),
                 before: Some(b[0].id),
                 limit: 10,
+                ..MessageQuery::default()
             })
             .await
             .unwrap();
@@ -719,6 +726,29 @@ mod tests {
         assert!(both
             .iter()
             .all(|m| m.topic == "t/0" && m.device.as_deref() == Some("a") && m.id < b[0].id));
+
+        // What arrived since a given id, newest first; with `before`, a window.
+        let newest = seen[0].id;
+        let since = store
+            .messages(&MessageQuery {
+                after: Some(newest - 5),
+                limit: 1000,
+                ..MessageQuery::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<i64> = since.iter().map(|m| m.id).collect();
+        assert_eq!(ids, (newest - 4..=newest).rev().collect::<Vec<_>>());
+        let window = store
+            .messages(&MessageQuery {
+                after: Some(newest - 5),
+                before: Some(newest - 1),
+                limit: 1000,
+                ..MessageQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(window.len(), 3);
 
         let unknown = store
             .messages(&MessageQuery {

@@ -102,6 +102,7 @@ pub struct Flushed {
 
 /// A downsampled time range of one metric, ready to chart.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Series {
     /// Start of the range (inclusive).
     pub from: Micros,
@@ -115,6 +116,7 @@ pub struct Series {
 
 /// Aggregate of the samples that fell into one bucket.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Bucket {
     /// Bucket start.
     pub at: Micros,
@@ -138,6 +140,9 @@ pub struct MessageQuery {
     /// Only messages with an id below this one: pass the last id of the
     /// previous page to get the next (older) page.
     pub before: Option<i64>,
+    /// Only messages with an id above this one: pass the newest id already
+    /// shown to get what arrived since (still newest first).
+    pub after: Option<i64>,
     /// At most this many messages. The store does not clamp it; callers
     /// facing users should.
     pub limit: u32,
@@ -151,6 +156,7 @@ impl Default for MessageQuery {
             topic: None,
             device: None,
             before: None,
+            after: None,
             limit: 100,
         }
     }
@@ -215,6 +221,7 @@ pub struct RetentionReport {
 
 /// Sizes, for a status page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct StoreStats {
     /// Messages stored.
     pub messages: i64,

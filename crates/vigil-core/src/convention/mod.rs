@@ -31,6 +31,7 @@ pub use generic::GenericAvailability;
 
 /// Which convention recognised a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum Convention {
     /// No convention: the device is named by a topic level ([`crate::DeviceRule`]).

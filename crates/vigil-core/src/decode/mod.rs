@@ -43,6 +43,7 @@ pub const MAX_JSON_DEPTH: usize = 16;
 
 /// What kind of payload this was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadKind {
     /// Zero bytes.
@@ -67,6 +68,11 @@ pub enum PayloadKind {
 
 /// One numeric reading found in a payload.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(
+    feature = "ts",
+    derive(ts_rs::TS),
+    ts(export, rename = "DecodedMetric")
+)]
 pub struct Metric {
     /// Its name: the path inside the payload (`env.humidity`), the SenML or
     /// Sparkplug name, or empty for a scalar payload; a convention or the
