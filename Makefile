@@ -1,13 +1,18 @@
 # Vigil: one entry point for newcomers and CI (Debian 12 / Ubuntu with Rust,
 # Python 3.11 and Node already there).
 #
-#   make deps    install what is missing: Debian's mosquitto and mosquitto-clients,
-#                and a Python venv at .venv with tests/requirements.txt
-#   make build   cargo build -p vigil-cli            -> target/debug/vigil
-#   make run     vigil serve on its defaults, release build (prints where to look)
-#   make lint    cargo fmt --check and clippy -D warnings (part of make test)
-#   make test    Rust tests (nextest if installed), then the end-to-end suite
-#                (tests/e2e, against target/debug/vigil); reports in artifacts/
+#   make deps    install what is missing: Debian's mosquitto, mosquitto-clients and
+#                chromium, a Python venv at .venv with tests/requirements.txt, and
+#                ui/node_modules (npm ci)
+#   make ui      build the web UI into ui/dist (vigil embeds it when built after)
+#   make build   the UI, then cargo build -p vigil-cli  -> target/debug/vigil
+#   make run     vigil serve on its defaults, release build; open the URL it logs
+#   make types   regenerate ui/src/lib/api/generated from the Rust types (ts-rs)
+#   make lint    cargo fmt --check, clippy -D warnings, svelte-check, and that the
+#                generated TypeScript types match the Rust ones (part of make test)
+#   make test    Rust tests (nextest if installed), the end-to-end suite (tests/e2e,
+#                against target/debug/vigil), the UI's unit tests (Vitest) and its
+#                browser suite (Playwright + chromium); reports in artifacts/
 #   make bench   vigil bench ingest --vs-mosquitto (release build)
 
 SHELL := /bin/bash
@@ -19,7 +24,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
 ARTIFACTS := artifacts
-APT_PACKAGES := mosquitto mosquitto-clients
+APT_PACKAGES := mosquitto mosquitto-clients chromium
 # sudo only when not root (CI runs as root and may have no sudo at all).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO_TARGET_DIR ?= target
@@ -27,9 +32,9 @@ CARGO_TARGET_DIR ?= target
 VIGIL_BIN ?= $(abspath $(CARGO_TARGET_DIR))/debug/vigil
 PYTEST_ARGS ?=
 
-.PHONY: deps apt-deps venv build run test lint test-rust test-e2e fuzz-smoke bench
+.PHONY: deps apt-deps venv ui-deps ui types check-types build run test lint test-rust test-e2e test-ui fuzz-smoke bench
 
-deps: apt-deps venv
+deps: apt-deps venv ui-deps
 
 apt-deps:
 	@missing=""; \
@@ -51,11 +56,35 @@ $(VENV)/.installed: tests/requirements.txt tests/requirements-nodeps.txt
 	$(VPY) -m pip install --disable-pip-version-check --no-input -q --no-deps -r tests/requirements-nodeps.txt
 	@touch $@
 
-build:
+ui-deps: ui/node_modules/.installed
+
+ui/node_modules/.installed: ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Vite builds in about a second; vigil's build script embeds ui/dist.
+ui: ui-deps
+	cd ui && npm run --silent build -- --logLevel warn
+
+build: ui
 	cargo build -p vigil-cli
 
-run: deps
+run: deps ui
 	cargo run --release -p vigil-cli -- serve
+
+# The UI's TypeScript types are generated from the Rust types the API sends
+# (ts-rs, feature `ts`; .cargo/config.toml says where and how).
+TS_CRATES := -p vigil-core -p vigil-store -p vigil-engine --features vigil-engine/ts
+types:
+	rm -rf ui/src/lib/api/generated
+	cargo test -q $(TS_CRATES) export_bindings >/dev/null
+
+# Fails when the committed types differ from what the Rust code generates.
+check-types: types
+	@git diff --exit-code --stat -- ui/src/lib/api/generated || \
+	  { echo "the UI's generated types are out of date: run 'make types' and commit"; exit 1; }
+	@untracked=$$(git ls-files --others --exclude-standard -- ui/src/lib/api/generated); \
+	  if [ -n "$$untracked" ]; then echo "new generated types not committed: $$untracked"; exit 1; fi
 
 # Both suites run even when the first fails; `make test` fails if either did.
 test: deps build
@@ -63,13 +92,16 @@ test: deps build
 	$(MAKE) --no-print-directory lint || rc=1; \
 	$(MAKE) --no-print-directory test-rust || rc=1; \
 	$(MAKE) --no-print-directory test-e2e || rc=1; \
+	$(MAKE) --no-print-directory test-ui || rc=1; \
 	$(MAKE) --no-print-directory fuzz-smoke || rc=1; \
 	exit $$rc
 
 # Formatting and clippy, warnings as errors.
-lint:
+lint: ui-deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cd ui && npm run --silent check
+	$(MAKE) --no-print-directory check-types
 
 test-rust:
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
@@ -83,6 +115,14 @@ test-e2e: venv
 	VIGIL_BIN="$(VIGIL_BIN)" VIGIL_ARTIFACTS="$(abspath $(ARTIFACTS))" \
 	  $(VPY) -m pytest tests/e2e -p no:cacheprovider \
 	  --junitxml=$(ARTIFACTS)/e2e-junit.xml $(PYTEST_ARGS)
+
+# The UI: Vitest for its logic, then the browser suite: Debian's chromium driven
+# by playwright-core against a real `vigil serve` (the binary built above, with
+# the UI embedded) fed by mosquitto_pub. Screenshots go to artifacts/browser/.
+test-ui: ui-deps
+	cd ui && npx vitest run --reporter=default
+	cd ui && VIGIL_BIN="$(VIGIL_BIN)" ARTIFACTS="$(abspath $(ARTIFACTS))/browser" \
+	  npx vitest run --config vitest.browser.config.ts --reporter=default
 
 # Every cargo-fuzz target of the parsers, briefly (FUZZ_SECONDS each): a
 # smoke run that the targets build and find nothing quickly. Longer runs:

@@ -1,0 +1,184 @@
+// The UI in a real browser against a real `vigil serve`, fed by real MQTT
+// clients (Debian's mosquitto_pub). Screenshots of every screen, light and
+// dark, go to artifacts/browser/.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { BrowserContext, Page } from "playwright-core";
+import { browser, LineDevice, publish, shot, until, Vigil } from "./harness";
+import { parseCsv, CSV_COLUMNS } from "../../src/lib/payload";
+
+let vigil: Vigil;
+let context: BrowserContext;
+let page: Page;
+let failed = false;
+
+beforeAll(async () => {
+  vigil = await Vigil.start();
+  context = await browser();
+  page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e));
+});
+
+afterAll(async () => {
+  await context?.close();
+  await vigil?.dispose(failed);
+});
+
+const go = async (hash: string) => {
+  await page.goto(vigil.url + hash);
+};
+
+async function bothThemes(name: string) {
+  for (const theme of ["light", "dark"] as const) {
+    await page.evaluate((t) => (document.documentElement.dataset.theme = t), theme);
+    await page.waitForTimeout(150);
+    await shot(page, `${name}-${theme}`);
+  }
+  await page.evaluate(() => document.documentElement.removeAttribute("data-theme"));
+}
+
+describe("the UI in chromium", () => {
+  it("shows a new device, and turns it offline when its client is killed, without a reload", async () => {
+    await go("#/devices");
+    await page.getByText("No devices yet").waitFor();
+    const device = new LineDevice(vigil, "ward3/oximeter1/spo2", "oximeter1");
+    try {
+      device.send("97");
+      const row = page.locator('[data-device="ward3"]');
+      await row.waitFor({ timeout: 10_000 });
+      await expect.poll(() => row.locator("[data-presence]").getAttribute("data-presence"), { timeout: 10_000 }).toBe("online");
+      await publish(vigil, "home/kitchen/temperature", ["-m", "21.5"]);
+      await page.locator('[data-device="home"]').waitFor();
+      await bothThemes("devices");
+      const reloads: string[] = [];
+      page.on("framenavigated", (f) => f === page.mainFrame() && reloads.push(f.url()));
+      device.kill();
+      await expect.poll(() => row.locator("[data-presence]").getAttribute("data-presence"), { timeout: 10_000 }).toBe("offline");
+      expect(reloads).toEqual([]);
+      expect(await page.getByTestId("count-offline").innerText()).toContain("1");
+      await shot(page, "devices-offline");
+    } finally {
+      device.kill();
+    }
+  });
+
+  it("charts the values a device published", async () => {
+    const values = [60, 62, 65, 71, 68, 64];
+    for (const v of values) await publish(vigil, "clinic/pulse1/heart_rate", ["-m", String(v)]);
+    await go("#/device/clinic");
+    await page.getByTestId("device-title").waitFor();
+    const chart = page.locator('[data-testid="chart"][data-metric="pulse1/heart_rate"]');
+    await expect.poll(() => chart.getAttribute("data-samples"), { timeout: 10_000 }).toBe(String(values.length));
+    // The store agrees with what the chart was given.
+    const device = await vigil.api<{ metrics: { name: string }[] }>("/api/devices/clinic");
+    const metric = device.metrics[0].name;
+    const series = await vigil.api<{ points: { min: number; max: number; count: number }[] }>(
+      `/api/devices/clinic/metrics/${encodeURIComponent(metric)}?from=0`,
+    );
+    expect(Math.min(...series.points.map((p) => p.min))).toBe(60);
+    expect(Math.max(...series.points.map((p) => p.max))).toBe(71);
+    expect(await chart.locator("canvas").count()).toBeGreaterThan(0);
+    await bothThemes("device");
+  });
+
+  it("filters the inspector by MQTT wildcard and by regular expression", async () => {
+    await go("#/inspector");
+    for (const t of ["site/a/temp", "site/b/temp", "site/b/humidity", "other/a/temp"]) await publish(vigil, t, ["-m", `{"v": 1, "t": "${t}"}`]);
+    const rows = page.locator('[data-testid="messages"] [data-topic]');
+    await until(async () => (await rows.count()) >= 4, 10_000, "messages in the inspector");
+    await page.getByLabel("wildcard filter").fill("site/+/temp");
+    await expect.poll(async () => (await rows.evaluateAll((els) => els.map((e) => e.getAttribute("data-topic")))).sort()).toEqual(["site/a/temp", "site/b/temp"]);
+    await page.getByLabel("wildcard filter").fill("");
+    await page.getByLabel("regex filter").fill("^(other|site/b)/");
+    await expect.poll(async () => (await rows.evaluateAll((els) => els.map((e) => e.getAttribute("data-topic")))).sort()).toEqual([
+      "other/a/temp",
+      "site/b/humidity",
+      "site/b/temp",
+    ]);
+    await rows.filter({ hasText: "site/b/humidity" }).first().click();
+    await page.getByTestId("payload").waitFor();
+    await bothThemes("inspector");
+    await page.getByLabel("regex filter").fill("");
+  });
+
+  it("shows a 300 KiB payload whole, with its size", async () => {
+    const big = "x".repeat(300 * 1024 - 6) + "THEEND";
+    const file = join(tmpdir(), `vigil-big-${process.pid}.txt`);
+    writeFileSync(file, big);
+    await go("#/inspector");
+    await publish(vigil, "bulk/blob", ["-f", file]);
+    const row = page.locator('[data-testid="messages"] [data-topic="bulk/blob"]');
+    await row.first().waitFor({ timeout: 10_000 });
+    await row.first().click();
+    await expect.poll(() => page.getByTestId("size").innerText()).toContain("307,200 bytes");
+    const shown = await page.getByTestId("payload").evaluate((e) => e.textContent ?? "");
+    expect(shown.length).toBe(big.length);
+    expect(shown.endsWith("THEEND")).toBe(true);
+    await shot(page, "inspector-large-payload");
+  });
+
+  it("exports what the inspector shows as CSV, matching the store", async () => {
+    await go("#/inspector");
+    const rows = page.locator('[data-testid="messages"] [data-topic]');
+    await until(async () => (await rows.count()) >= 5, 10_000, "messages");
+    await page.getByLabel("wildcard filter").fill("site/#");
+    await expect.poll(() => rows.count()).toBe(3);
+    const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId("export-csv").click()]);
+    const csv = readFileSync((await download.path())!, "utf8");
+    const [header, ...records] = parseCsv(csv);
+    expect(header).toEqual([...CSV_COLUMNS]);
+    expect(records.length).toBe(3);
+    const stored = await vigil.api<Record<string, unknown>[]>("/api/messages?limit=1000");
+    for (const r of records) {
+      const row = Object.fromEntries(header.map((h, i) => [h, r[i]]));
+      const m = stored.find((s) => String(s.id) === row.id)!;
+      expect(m, `message ${row.id} is in the store`).toBeTruthy();
+      for (const c of ["at", "topic", "qos", "size", "payload_text", "payload_base64"]) expect(row[c]).toBe(String(m[c] ?? ""));
+    }
+  });
+
+  it("screens for alerts, broker and settings", async () => {
+    await fetch(`http://${vigil.ready.http}/api/alert-rules`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "Heart rate high", severity: "major", scope: { device: "clinic" }, condition: { metric: { metric: "pulse1/heart_rate", test: { above: 100 } } } }),
+    });
+    await publish(vigil, "clinic/pulse1/heart_rate", ["-m", "130"]);
+    await go("#/alerts");
+    const firing = page.getByTestId("alerts").locator("tr.firing");
+    await firing.first().waitFor({ timeout: 10_000 });
+    expect(await firing.first().innerText()).toContain("Heart rate high");
+    expect(await page.getByTestId("alert-count").innerText()).toBe("1");
+    await bothThemes("alerts");
+    await page.getByTestId("alerts").locator("tr.firing").getByRole("button", { name: "Acknowledge" }).click();
+    await page.getByTestId("alerts").locator("tr.acknowledged").first().waitFor({ timeout: 10_000 });
+    const stored = await vigil.api<{ state: string }[]>("/api/alerts?state=active");
+    expect(stored.map((a) => a.state)).toEqual(["acknowledged"]);
+    await go("#/broker");
+    await page.getByTestId("listeners").waitFor();
+    await bothThemes("broker");
+    await go("#/settings");
+    await page.getByTestId("theme").waitFor();
+    await bothThemes("settings");
+  });
+
+  it("says it is disconnected while vigil serve restarts, then recovers by itself", async () => {
+    await go("#/devices");
+    await page.getByTestId("link-state").filter({ hasText: "live" }).waitFor();
+    await vigil.stop();
+    await page.getByTestId("disconnected").waitFor({ timeout: 10_000 });
+    await shot(page, "devices-disconnected");
+    await vigil.restart();
+    await page.getByTestId("disconnected").waitFor({ state: "detached", timeout: 15_000 });
+    // Live again: a device that appears after the restart shows up.
+    await publish(vigil, "garage/door/open", ["-m", "1"]);
+    await page.locator('[data-device="garage"]').waitFor({ timeout: 10_000 });
+  });
+}, 120_000);
+
+// Keep the server's log when a test failed.
+afterAll(() => {
+  failed = (globalThis as any).__vitest_worker__?.current?.result?.state === "fail";
+});
