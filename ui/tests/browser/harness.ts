@@ -23,17 +23,28 @@ export class Vigil {
   proc!: ChildProcess;
   ready!: Ready;
   stderr = "";
-  private constructor(readonly dataDir: string) {}
+  private constructor(
+    readonly dataDir: string,
+    private readonly args: string[],
+  ) {}
 
-  /** Starts `vigil serve`; `http` pins the HTTP address (for a restart on the same port). */
-  static async start(dataDir?: string, http = "127.0.0.1:0", mqtt = "127.0.0.1:0"): Promise<Vigil> {
-    const v = new Vigil(dataDir ?? mkdtempSync(join(tmpdir(), "vigil-browser-")));
-    await v.spawn(http, mqtt);
+  /** Starts `vigil serve` on free loopback ports with a fresh data folder;
+   * `config` is the text of a config file to give it. */
+  static async start(options: { config?: string } = {}): Promise<Vigil> {
+    const dataDir = mkdtempSync(join(tmpdir(), "vigil-browser-"));
+    const args: string[] = [];
+    if (options.config) {
+      writeFileSync(join(dataDir, "vigil.toml"), options.config);
+      args.push("--config", join(dataDir, "vigil.toml"));
+    }
+    const v = new Vigil(dataDir, args);
+    await v.spawn("127.0.0.1:0", "127.0.0.1:0");
     return v;
   }
 
   private spawn(http: string, mqtt: string): Promise<void> {
-    this.proc = spawn(VIGIL_BIN, ["serve", "--data-dir", this.dataDir, "--http-listen", http, "--mqtt-listen", mqtt, "--ws-listen", "127.0.0.1:0"], {
+    const args = ["serve", "--data-dir", this.dataDir, "--http-listen", http, "--mqtt-listen", mqtt, "--ws-listen", "127.0.0.1:0", ...this.args];
+    this.proc = spawn(VIGIL_BIN, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, RUST_LOG: "info" },
     });
