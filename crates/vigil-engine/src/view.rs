@@ -43,6 +43,9 @@ pub struct MessageView {
     /// The readings Vigil took from the payload (JSON paths, SenML and
     /// Sparkplug names, CBOR), with units and times when the payload gave them.
     pub metrics: Vec<vigil_core::decode::Metric>,
+    /// A binary payload (CBOR, SenML in CBOR, Sparkplug) as JSON, for people
+    /// to read; `null` for text payloads.
+    pub structure: Option<serde_json::Value>,
 }
 
 impl From<StoredMessage> for MessageView {
@@ -56,7 +59,9 @@ impl From<StoredMessage> for MessageView {
             .and_then(|p| p.get("content_type"))
             .and_then(|c| c.as_str());
         let decoded = vigil_core::decode::decode_message(&m.topic, &m.payload, content_type);
+        let structure = vigil_core::decode::structure(&m.payload, decoded.kind);
         MessageView {
+            structure,
             kind: decoded.kind,
             decode_error: decoded.error,
             metrics: decoded.metrics,

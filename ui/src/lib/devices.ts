@@ -28,15 +28,19 @@ export function filterDevices(list: DeviceRow[], f: DeviceFilter): DeviceRow[] {
   });
 }
 
+// One collator for every comparison: String.localeCompare builds one per call,
+// which makes sorting 10,000 devices take a visible pause.
+const collator = new Intl.Collator(undefined, { numeric: true });
+
 export function sortDevices(list: DeviceRow[], by: DeviceSort): DeviceRow[] {
-  const byName = (a: DeviceRow, b: DeviceRow) => label(a).localeCompare(label(b), undefined, { numeric: true });
+  const byName = (a: DeviceRow, b: DeviceRow) => collator.compare(label(a), label(b));
   const cmp: Record<DeviceSort, (a: DeviceRow, b: DeviceRow) => number> = {
     // Devices that need a look first: offline, stale, then by active alerts.
     attention: (a, b) =>
       RANK[a.presence.state] - RANK[b.presence.state] || b.alerts.length - a.alerts.length || byName(a, b),
     name: byName,
     last_seen: (a, b) => b.presence.last_seen - a.presence.last_seen || byName(a, b),
-    group: (a, b) => (a.group ?? "\uffff").localeCompare(b.group ?? "\uffff") || byName(a, b),
+    group: (a, b) => collator.compare(a.group ?? "\uffff", b.group ?? "\uffff") || byName(a, b),
   };
   return list.slice().sort(cmp[by]);
 }

@@ -18,6 +18,7 @@ const msg = (id: number, topic: string, text: string | null, extra: Partial<Mess
   kind: "text",
   decode_error: null,
   metrics: [],
+  structure: null,
   ...extra,
 });
 

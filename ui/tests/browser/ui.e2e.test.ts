@@ -119,6 +119,25 @@ describe("the UI in chromium", () => {
     await shot(page, "inspector-large-payload");
   });
 
+  it("shows a binary SenML (CBOR) payload decoded, with its readings", async () => {
+    // [{-2: "pump1/", 0: "temp", 1: "Cel", 2: 21.5}]: bn, n, u, v (RFC 8428, section 6)
+    const cbor = Buffer.from([0x81, 0xa4, 0x21, 0x66, ...Buffer.from("pump1/"), 0x00, 0x64, ...Buffer.from("temp"), 0x01, 0x63, ...Buffer.from("Cel"), 0x02, 0xf9, 0x4d, 0x60]);
+    const file = join(tmpdir(), `vigil-senml-${process.pid}.cbor`);
+    writeFileSync(file, cbor);
+    await go("#/inspector");
+    await publish(vigil, "plant/pump1/senml", ["-f", file]);
+    const row = page.locator('[data-testid="messages"] [data-topic="plant/pump1/senml"]');
+    await row.first().waitFor({ timeout: 10_000 });
+    await row.first().click();
+    const structure = JSON.parse(await page.getByTestId("structure").innerText());
+    expect(structure).toEqual([{ bn: "pump1/", n: "temp", u: "Cel", v: 21.5 }]);
+    const readings = await page.getByTestId("detail").locator("table").last().innerText();
+    expect(readings).toContain("pump1/temp");
+    expect(readings).toContain("21.5");
+    expect(readings).toContain("Cel");
+    await shot(page, "inspector-senml-cbor");
+  });
+
   it("exports what the inspector shows as CSV, matching the store", async () => {
     await go("#/inspector");
     const rows = page.locator('[data-testid="messages"] [data-topic]');

@@ -122,6 +122,47 @@ fn push_segment(path: &mut String, segment: &str) {
     path.push_str(segment);
 }
 
+/// A CBOR item as JSON, for people to read: byte strings as
+/// `{"bytes": "<hex>"}`, tags as `{"tag": n, "value": ..}`, map keys that are
+/// not text written as their JSON. Followed down to [`MAX_CBOR_NESTING`]
+/// (the parser's own limit), so it cannot recurse without bound.
+pub(super) fn to_json(value: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        Value::Integer(i) => {
+            let i = i128::from(*i);
+            i64::try_from(i)
+                .map(J::from)
+                .unwrap_or_else(|_| J::from(i as f64))
+        }
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(J::Number)
+            .unwrap_or_else(|| J::String(f.to_string())),
+        Value::Bool(b) => J::Bool(*b),
+        Value::Null => J::Null,
+        Value::Text(t) => J::String(t.clone()),
+        Value::Bytes(b) => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            serde_json::json!({ "bytes": hex })
+        }
+        Value::Array(items) => J::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Value::Text(t) => t.clone(),
+                        other => to_json(other).to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Value::Tag(tag, inner) => serde_json::json!({ "tag": tag, "value": to_json(inner) }),
+        _ => J::Null,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,6 +201,57 @@ pub fn decode_message(topic: &str, payload: &[u8], content_type: Option<&str>) -
     }
 }
 
+/// A binary payload (CBOR, SenML in CBOR, Sparkplug) as JSON, for people to
+/// read; `None` for payloads that are text already, or that are not what
+/// `kind` says (their `Decoded::error` tells why).
+pub fn structure(payload: &[u8], kind: PayloadKind) -> Option<serde_json::Value> {
+    match kind {
+        PayloadKind::Sparkplug => sparkplug::decode_sparkplug(payload)
+            .ok()
+            .map(|p| p.to_json()),
+        PayloadKind::Cbor if std::str::from_utf8(payload).is_err() => {
+            cbor::parse(payload).ok().map(|v| cbor::to_json(&v))
+        }
+        // SenML in CBOR labels its fields with integers (RFC 8428, table 4):
+        // shown with their JSON names.
+        PayloadKind::Senml if std::str::from_utf8(payload).is_err() => {
+            let mut pack = cbor::to_json(&cbor::parse(payload).ok()?);
+            for record in pack.as_array_mut()? {
+                if let Some(fields) = record.as_object_mut() {
+                    *fields = std::mem::take(fields)
+                        .into_iter()
+                        .map(|(k, v)| (senml_label(&k).map_or(k, str::to_owned), v))
+                        .collect();
+                }
+            }
+            Some(pack)
+        }
+        _ => None,
+    }
+}
+
+/// The JSON name of a SenML CBOR label (RFC 8428, section 6, table 4).
+fn senml_label(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "-1" => "bver",
+        "-2" => "bn",
+        "-3" => "bt",
+        "-4" => "bu",
+        "-5" => "bv",
+        "-6" => "bs",
+        "0" => "n",
+        "1" => "u",
+        "2" => "v",
+        "3" => "vs",
+        "4" => "vb",
+        "5" => "s",
+        "6" => "t",
+        "7" => "ut",
+        "8" => "vd",
+        _ => return None,
+    })
+}
+
 /// A format a content type names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -606,6 +657,7 @@ mod tests {
             let d = decode_with(&p, Some(types[round % types.len()]));
             assert!(d.metrics.len() <= MAX_METRICS_PER_PAYLOAD);
             assert!(d.metrics.iter().all(|m| m.value.is_finite()), "{p:?}");
+            let _ = structure(&p, d.kind);
         }
     }
 
@@ -636,5 +688,36 @@ mod tests {
         assert_eq!(metric_name("temp", ""), "temp");
         assert_eq!(metric_name("", "env.h"), "env.h");
         assert_eq!(metric_name("telemetry", "temp"), "telemetry.temp");
+    }
+
+    #[test]
+    fn binary_payloads_have_a_readable_structure() {
+        // {"t": 21.5, "raw": h'01ff', 1: tag 1 (epoch), "l": [1, -2]}
+        let cbor = [
+            0xa4, 0x61, b't', 0xf9, 0x4d, 0x60, 0x63, b'r', b'a', b'w', 0x42, 0x01, 0xff, 0x01,
+            0xc1, 0x1a, 0x65, 0x00, 0x00, 0x00, 0x61, b'l', 0x82, 0x01, 0x21,
+        ];
+        let decoded = decode_payload(&cbor);
+        assert_eq!(decoded.kind, PayloadKind::Cbor);
+        let s = structure(&cbor, decoded.kind).unwrap();
+        assert_eq!(s["t"], serde_json::json!(21.5));
+        assert_eq!(s["raw"], serde_json::json!({"bytes": "01ff"}));
+        assert_eq!(s["1"], serde_json::json!({"tag": 1, "value": 1694498816}));
+        assert_eq!(s["l"], serde_json::json!([1, -2]));
+        // SenML in CBOR, with its integer labels named (RFC 8428, section 6).
+        let senml = [
+            0x81, 0xa4, 0x21, 0x62, b'p', b'/', 0x00, 0x61, b't', 0x01, 0x63, b'C', b'e', b'l',
+            0x02, 0xf9, 0x4d, 0x60,
+        ];
+        let decoded = decode_payload(&senml);
+        assert_eq!(decoded.kind, PayloadKind::Senml);
+        assert_eq!(
+            structure(&senml, decoded.kind).unwrap(),
+            serde_json::json!([{"bn": "p/", "n": "t", "u": "Cel", "v": 21.5}])
+        );
+        // Text payloads are readable as they are.
+        assert_eq!(structure(br#"{"t": 1}"#, PayloadKind::Json), None);
+        // Not what the kind says: nothing to show (the decode error says why).
+        assert_eq!(structure(&[0xff, 0x00], PayloadKind::Sparkplug), None);
     }
 }

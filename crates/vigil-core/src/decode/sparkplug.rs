@@ -40,6 +40,35 @@ pub struct SparkplugPayload {
     pub metrics: Vec<SparkplugMetric>,
 }
 
+impl SparkplugPayload {
+    /// The payload as JSON, for people to read (names, aliases, datatypes,
+    /// values, units, flags).
+    pub fn to_json(&self) -> serde_json::Value {
+        let metrics: Vec<serde_json::Value> = self
+            .metrics
+            .iter()
+            .map(|m| {
+                let raw = match m.raw {
+                    Some(SparkplugValue::Int(v)) => serde_json::json!(v),
+                    Some(SparkplugValue::Long(v)) => serde_json::json!(v),
+                    Some(SparkplugValue::Float(v)) => serde_json::json!(v),
+                    Some(SparkplugValue::Double(v)) => serde_json::json!(v),
+                    Some(SparkplugValue::Boolean(v)) => serde_json::json!(v),
+                    Some(SparkplugValue::Other) => serde_json::json!("(not a number)"),
+                    None => serde_json::Value::Null,
+                };
+                serde_json::json!({
+                    "name": m.name, "alias": m.alias, "timestamp": m.timestamp,
+                    "datatype": m.datatype, "value": m.value, "raw": raw, "unit": m.unit,
+                    "is_historical": m.is_historical, "is_transient": m.is_transient,
+                    "is_null": m.is_null,
+                })
+            })
+            .collect();
+        serde_json::json!({ "timestamp": self.timestamp, "seq": self.seq, "metrics": metrics })
+    }
+}
+
 /// One metric of a Sparkplug B payload.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SparkplugMetric {
@@ -556,6 +585,28 @@ mod tests {
     /// 2^64 - 70000), then an NDATA using aliases without datatypes.
     const TAHU_NBIRTH: &str = "0880d095ffbc31120b0a05626453657120085803121c0a144e6f646520436f6e74726f6c2f526562697274681000200b700012310a0b54656d706572617475726510011881d095ffbc3120094a120a07656e67556e69741207080c4203c2b043650000ac4112120a064f66667365741002200150fbffffff0f12180a07436f756e746572100320045890ddfbffffffffffff0112110a0653657269616c1004200c7a0341424312120a06557074696d65100520075080d0acf30e120f0a074e6f7468696e671006200a380112190a0850726573737572651007200a28016900000000000004401800";
     const TAHU_NDATA: &str = "08e8d795ffbc311208100250f9ffffff0f12071001650000b0411801";
+
+    #[test]
+    fn a_payload_reads_as_json_for_people() {
+        let p = decode_sparkplug(&hex(TAHU_NBIRTH)).unwrap().to_json();
+        assert_eq!(p["seq"], 0);
+        let temperature = p["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "Temperature")
+            .unwrap();
+        assert_eq!(temperature["unit"], "°C");
+        assert_eq!(temperature["alias"], 1);
+        assert!(temperature["value"].as_f64().unwrap() > 21.0);
+        let serial = p["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "Serial")
+            .unwrap();
+        assert_eq!(serial["raw"], "(not a number)");
+    }
 
     #[test]
     fn bytes_from_generated_protobuf_code() {

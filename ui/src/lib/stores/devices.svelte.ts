@@ -16,9 +16,17 @@ export class Devices {
   loaded = $state(false);
   error = $state<string | null>(null);
   private index = new Map<string, number>();
+  /** The latest message time per device, from message events. Kept outside
+   * the reactive list on purpose: at thousands of messages a second, the list
+   * must not be rebuilt (and re-sorted) for each; the screens read it on
+   * their one-second tick. */
+  private heard = new Map<string, number>();
   private dirty = new Set<string>();
   private timer: ReturnType<typeof setTimeout> | null = null;
   private fullReload = false;
+  /** Pause between refreshes: 1 s, longer after a slow full reload (ten times
+   * what it took), so a big fleet under load never keeps the page busy. */
+  private pause = REFRESH_MS;
 
   constructor(
     private readonly api: Api,
@@ -43,6 +51,11 @@ export class Devices {
     const list = this.list;
     const i = this.index.get(id);
     return i === undefined ? undefined : list[i];
+  }
+
+  /** When the device last gave a sign of life, as fresh as the event stream. */
+  lastSeen(d: DeviceRow): number {
+    return Math.max(d.presence.last_seen, this.heard.get(d.id) ?? 0);
   }
 
   counts(): Record<PresenceState, number> {
@@ -70,13 +83,8 @@ export class Devices {
       switch (name) {
         case "message":
           if (data.device) {
-            const known = edit(data.device, (d) => ({
-              ...d,
-              last_seen: Math.max(d.last_seen, data.at),
-              message_count: d.message_count + 1,
-              presence: { ...d.presence, last_seen: Math.max(d.presence.last_seen, data.at) },
-            }));
-            this.mark(data.device, !known);
+            this.heard.set(data.device, data.at);
+            this.mark(data.device, !this.index.has(data.device));
           }
           break;
         case "presence":
@@ -98,7 +106,7 @@ export class Devices {
   private mark(id: string, unknown: boolean) {
     if (unknown) this.fullReload = true;
     this.dirty.add(id);
-    this.timer ??= setTimeout(() => this.refresh(), REFRESH_MS);
+    this.timer ??= setTimeout(() => this.refresh(), this.pause);
   }
 
   private async refresh() {
@@ -106,9 +114,11 @@ export class Devices {
     const full = this.fullReload || ids.length > FULL_RELOAD_OVER;
     this.dirty.clear();
     this.fullReload = false;
+    const started = performance.now();
     try {
       if (full) {
         this.set(await this.api.devices());
+        this.pause = Math.min(10_000, Math.max(REFRESH_MS, 10 * (performance.now() - started)));
       } else {
         const fresh = await Promise.all(ids.map((id) => this.api.device(id).catch(() => null)));
         const next = this.list.slice();
@@ -126,7 +136,7 @@ export class Devices {
       // The link is probably down; the resync after it comes back reloads.
     } finally {
       this.timer = null;
-      if (this.dirty.size) this.timer = setTimeout(() => this.refresh(), REFRESH_MS);
+      if (this.dirty.size) this.timer = setTimeout(() => this.refresh(), this.pause);
     }
   }
 }

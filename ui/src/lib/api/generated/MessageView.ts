@@ -65,4 +65,9 @@ decode_error: string | null,
  * The readings Vigil took from the payload (JSON paths, SenML and
  * Sparkplug names, CBOR), with units and times when the payload gave them.
  */
-metrics: Array<DecodedMetric>, };
+metrics: Array<DecodedMetric>, 
+/**
+ * A binary payload (CBOR, SenML in CBOR, Sparkplug) as JSON, for people
+ * to read; `null` for text payloads.
+ */
+structure: JsonValue | null, };
