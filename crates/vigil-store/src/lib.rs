@@ -49,4 +49,7 @@ pub use types::{
     Series, StoreStats, StoredMessage, WriterOptions,
 };
 pub use vigil_core::Micros;
+
+/// One minute in µs: the granularity of the per-minute rollup (`samples_1m`).
+pub(crate) const MINUTE: Micros = 60_000_000;
 pub use writer::WriterHandle;

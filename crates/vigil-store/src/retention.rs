@@ -79,11 +79,26 @@ const DELETE_SAMPLES_BEFORE: &str = "DELETE FROM samples WHERE (series_id, at) I
      SELECT s.series_id, s.at FROM series CROSS JOIN samples s
      ON s.series_id = series.id AND s.at < ?1 LIMIT ?2)";
 
+/// The per-minute rollup, the same way: the minutes wholly before the cutoff
+/// (the minute it falls in stays until the next pass deletes it whole).
+const DELETE_MINUTES_BEFORE: &str = "DELETE FROM samples_1m WHERE (series_id, minute) IN (
+     SELECT r.series_id, r.minute FROM series CROSS JOIN samples_1m r
+     ON r.series_id = series.id AND r.minute < ?1 LIMIT ?2)";
+
+/// Deletes the samples before `cutoff` and their per-minute rollup; returns
+/// how many samples.
 async fn delete_samples_before(
     conn: &mut SqliteConnection,
     cutoff: Micros,
 ) -> Result<u64, sqlx::Error> {
-    delete_in_chunks(conn, DELETE_SAMPLES_BEFORE, cutoff).await
+    let samples = delete_in_chunks(conn, DELETE_SAMPLES_BEFORE, cutoff).await?;
+    delete_in_chunks(
+        conn,
+        DELETE_MINUTES_BEFORE,
+        cutoff.div_euclid(crate::MINUTE),
+    )
+    .await?;
+    Ok(samples)
 }
 
 /// Bytes in pages that hold data: what retention can shrink. Free pages are
@@ -218,6 +233,17 @@ mod tests {
         assert_eq!(left.len(), 500);
         assert!(left.iter().all(|m| m.at >= now - HOUR));
         assert_eq!(count(&store, "samples").await, 500);
+        // The rollup keeps only minutes that still have samples: the new
+        // ones (500 µs apart: one or two minutes).
+        let minutes: Vec<i64> = sqlx::query_scalar("SELECT minute FROM samples_1m ORDER BY minute")
+            .fetch_all(store.read_pool())
+            .await
+            .unwrap();
+        let newest_minute = (now - HOUR / 2).div_euclid(crate::MINUTE);
+        assert!(
+            !minutes.is_empty() && minutes.iter().all(|m| *m >= newest_minute),
+            "{minutes:?}"
+        );
         // Devices, their counters and retained messages are not history.
         let d = store.device("d").await.unwrap().unwrap();
         assert_eq!(d.message_count, 1000);

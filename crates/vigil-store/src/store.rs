@@ -25,6 +25,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections: the UI, the HTTP API and exports may query at once.
 const READ_CONNECTIONS: u32 = 4;
 
+use crate::MINUTE;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The database: a pool of read-only connections for queries, plus the one
@@ -235,10 +237,25 @@ impl Store {
         ))
     }
 
+    /// The id of a device's metric series, if it has one.
+    async fn series_id(&self, device: &str, metric: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT s.id FROM series s JOIN devices d ON d.id = s.device_id
+             WHERE d.key = ?1 AND s.metric = ?2",
+        )
+        .bind(device)
+        .bind(metric)
+        .fetch_optional(&self.inner.read)
+        .await
+        .map_err(self.inner.query_error("reading a series"))
+    }
+
     /// The samples of `metric` of `device` in `[from, to)`, downsampled to at
     /// most `max_points` buckets of equal width (each with min, max, mean and
     /// count). Empty buckets are left out. An unknown device or metric gives
     /// no points rather than an error: a chart simply shows nothing yet.
+    /// Buckets of a minute or more are summed from the per-minute rollup
+    /// (and the samples of the partial minutes at the window's ends).
     pub async fn series(
         &self,
         device: &str,
@@ -247,7 +264,7 @@ impl Store {
         to: Micros,
         max_points: usize,
     ) -> Result<Series, StoreError> {
-        let bucket = bucket_width(from, to, max_points);
+        let (origin, bucket) = bucket_grid(from, to, max_points);
         if to <= from {
             return Ok(Series {
                 from,
@@ -256,38 +273,93 @@ impl Store {
                 points: Vec::new(),
             });
         }
-        // The series id is resolved in a scalar subquery so that the planner
-        // does one range scan of samples(series_id, at), and grouping walks
-        // the rows in index order.
-        let rows = sqlx::query(
-            "SELECT (at - ?1) / ?2 AS b, min(value), max(value), avg(value), count(*)
-             FROM samples
-             WHERE series_id = (SELECT s.id FROM series s JOIN devices d ON d.id = s.device_id
-                                WHERE d.key = ?3 AND s.metric = ?4)
-               AND at >= ?1 AND at < ?5
-             GROUP BY b ORDER BY b",
-        )
-        .bind(from)
-        .bind(bucket)
-        .bind(device)
-        .bind(metric)
-        .bind(to)
-        .fetch_all(&self.inner.read)
-        .await
-        .map_err(self.inner.query_error("reading a series"))?;
-        let points = rows
-            .iter()
-            .map(|row| {
-                Ok(Bucket {
-                    at: from + row.try_get::<i64, _>(0)? * bucket,
-                    min: row.try_get(1)?,
-                    max: row.try_get(2)?,
-                    avg: row.try_get(3)?,
-                    count: row.try_get(4)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
+        let Some(series_id) = self.series_id(device, metric).await? else {
+            return Ok(Series {
+                from,
+                to,
+                bucket,
+                points: Vec::new(),
+            });
+        };
+        let mut buckets = Buckets::new(origin, bucket);
+        if bucket < MINUTE {
+            // Short windows: every sample, grouped by SQLite in index order.
+            let rows = sqlx::query(
+                "SELECT (at - ?1) / ?2 AS b, min(value), max(value), total(value), count(*)
+                 FROM samples WHERE series_id = ?3 AND at >= ?1 AND at < ?4
+                 GROUP BY b ORDER BY b",
+            )
+            .bind(origin)
+            .bind(bucket)
+            .bind(series_id)
+            .bind(to)
+            .fetch_all(&self.inner.read)
+            .await
             .map_err(self.inner.query_error("reading a series"))?;
+            for row in &rows {
+                let b: i64 = row
+                    .try_get(0)
+                    .map_err(self.inner.query_error("reading a series"))?;
+                buckets.add_at(
+                    b,
+                    aggregate(row, 1).map_err(self.inner.query_error("reading a series"))?,
+                );
+            }
+        } else {
+            // Long windows: buckets are whole minutes on whole minutes, so
+            // every minute of the rollup falls in exactly one; the partial
+            // minutes at the window's two ends come from the samples
+            // themselves, so nothing outside the window counts.
+            let first_minute = from.div_euclid(MINUTE) + i64::from(from.rem_euclid(MINUTE) != 0);
+            let end_minute = to.div_euclid(MINUTE);
+            let (full_from, full_to) = (first_minute * MINUTE, end_minute * MINUTE);
+            let rows = sqlx::query(
+                "SELECT minute, min, max, sum, count FROM samples_1m
+                 WHERE series_id = ?1 AND minute >= ?2 AND minute < ?3 ORDER BY minute",
+            )
+            .bind(series_id)
+            .bind(first_minute)
+            .bind(end_minute)
+            .fetch_all(&self.inner.read)
+            .await
+            .map_err(self.inner.query_error("reading a series"))?;
+            for row in &rows {
+                let minute: i64 = row
+                    .try_get(0)
+                    .map_err(self.inner.query_error("reading a series"))?;
+                buckets.add(
+                    minute * MINUTE,
+                    aggregate(row, 1).map_err(self.inner.query_error("reading a series"))?,
+                );
+            }
+            let edges = if full_from <= full_to {
+                vec![(from, full_from), (full_to, to)]
+            } else {
+                vec![(from, to)] // the window lies inside one minute
+            };
+            for (a, b) in edges.into_iter().filter(|(a, b)| a < b) {
+                let rows = sqlx::query(
+                    "SELECT at, value, value, value, 1 FROM samples
+                     WHERE series_id = ?1 AND at >= ?2 AND at < ?3",
+                )
+                .bind(series_id)
+                .bind(a)
+                .bind(b)
+                .fetch_all(&self.inner.read)
+                .await
+                .map_err(self.inner.query_error("reading a series"))?;
+                for row in &rows {
+                    let at: i64 = row
+                        .try_get(0)
+                        .map_err(self.inner.query_error("reading a series"))?;
+                    buckets.add(
+                        at,
+                        aggregate(row, 1).map_err(self.inner.query_error("reading a series"))?,
+                    );
+                }
+            }
+        }
+        let points = buckets.finish();
         Ok(Series {
             from,
             to,
@@ -473,6 +545,80 @@ async fn ensure_incremental_vacuum(
 }
 
 /// Bucket width for `max_points` buckets over `[from, to)`, at least 1 µs.
+/// min, max, sum and count from four columns of a row, starting at `first`.
+fn aggregate(row: &SqliteRow, first: usize) -> Result<(f64, f64, f64, i64), sqlx::Error> {
+    Ok((
+        row.try_get(first)?,
+        row.try_get(first + 1)?,
+        row.try_get(first + 2)?,
+        row.try_get(first + 3)?,
+    ))
+}
+
+/// Where the buckets of a window start, and how wide they are: `max_points`
+/// equal buckets from `from`, or, when they would be a minute or wider, whole
+/// minutes starting on a whole minute (the first may then start up to a
+/// minute before `from`; only samples from `from` on count).
+fn bucket_grid(from: Micros, to: Micros, max_points: usize) -> (Micros, Micros) {
+    let width = bucket_width(from, to, max_points);
+    if width < MINUTE {
+        return (from, width);
+    }
+    let origin = from.div_euclid(MINUTE) * MINUTE;
+    let width = bucket_width(origin, to, max_points);
+    let minutes = (i128::from(width) + i128::from(MINUTE) - 1) / i128::from(MINUTE);
+    let width = (minutes * i128::from(MINUTE)).min(i128::from(i64::MAX)) as i64;
+    (origin, width)
+}
+
+/// Buckets of a series being summed up, by their index from their origin.
+struct Buckets {
+    from: Micros,
+    width: Micros,
+    by_index: std::collections::BTreeMap<i64, (f64, f64, f64, i64)>,
+}
+
+impl Buckets {
+    fn new(from: Micros, width: Micros) -> Buckets {
+        Buckets {
+            from,
+            width,
+            by_index: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Adds an aggregate that starts at `at`.
+    fn add(&mut self, at: Micros, a: (f64, f64, f64, i64)) {
+        self.add_at((at - self.from).div_euclid(self.width), a);
+    }
+
+    /// Adds an aggregate to bucket `index`.
+    fn add_at(&mut self, index: i64, (min, max, sum, count): (f64, f64, f64, i64)) {
+        let b = self
+            .by_index
+            .entry(index)
+            .or_insert((f64::INFINITY, f64::NEG_INFINITY, 0.0, 0));
+        b.0 = b.0.min(min);
+        b.1 = b.1.max(max);
+        b.2 += sum;
+        b.3 += count;
+    }
+
+    fn finish(self) -> Vec<Bucket> {
+        self.by_index
+            .into_iter()
+            .filter(|(_, b)| b.3 > 0)
+            .map(|(index, (min, max, sum, count))| Bucket {
+                at: self.from + index * self.width,
+                min,
+                max,
+                avg: sum / count as f64,
+                count,
+            })
+            .collect()
+    }
+}
+
 fn bucket_width(from: Micros, to: Micros, max_points: usize) -> Micros {
     let span = (i128::from(to) - i128::from(from)).max(0);
     let n = max_points.max(1) as i128;
@@ -845,6 +991,101 @@ mod tests {
         serde_json::to_string(&devices).unwrap();
     }
 
+    /// Buckets computed the slow way, from every sample, on the same grid.
+    fn brute_force(samples: &[(Micros, f64)], from: Micros, to: Micros, n: usize) -> Vec<Bucket> {
+        let (origin, width) = bucket_grid(from, to, n);
+        let mut b = Buckets::new(origin, width);
+        for &(at, v) in samples.iter().filter(|(at, _)| (from..to).contains(at)) {
+            b.add(at, (v, v, v, 1));
+        }
+        b.finish()
+    }
+
+    fn same(a: &[Bucket], b: &[Bucket]) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                (x.at, x.count, x.min, x.max) == (y.at, y.count, y.min, y.max)
+                    && (x.avg - y.avg).abs() <= 1e-9 * x.avg.abs().max(1.0)
+            })
+    }
+
+    #[tokio::test]
+    async fn long_windows_from_the_rollup_equal_every_sample() {
+        let (dir, store) = temp_store().await;
+        let t0: Micros = 1_700_000_000_123_456; // not on a whole second
+        let mut rng = vigil_core_rng(7);
+        // Irregular times over ~3 days, in several batches (so minutes are
+        // folded across transactions), out of order within each.
+        let mut samples: Vec<(Micros, f64)> = Vec::new();
+        let mut at = t0;
+        for _ in 0..20_000 {
+            at += (rng() % 25_000_000) as i64 + 1;
+            samples.push((at, (rng() % 10_000) as f64 / 7.0 - 500.0));
+        }
+        for chunk in samples.chunks(3_000) {
+            let mut records: Vec<Record> = chunk
+                .iter()
+                .map(|&(at, v)| {
+                    let mut r = device_record(at, "m", &[]);
+                    r.samples.push(crate::Sample {
+                        metric: "x".into(),
+                        value: v,
+                        at: Some(at),
+                    });
+                    r
+                })
+                .collect();
+            records.reverse();
+            write_all(&store, records).await;
+        }
+        let end = samples.last().unwrap().0 + 1;
+        let mut windows = vec![
+            (t0, end, 1400),
+            (t0 - 3_600_000_000, end + 99, 7),
+            (t0 + 61_000_000, t0 + 61_000_001, 5),
+        ];
+        for _ in 0..40 {
+            let a = t0 + (rng() % (end - t0) as u64) as i64;
+            let b = a + (rng() % (end - a) as u64) as i64 + 1;
+            windows.push((a, b, 1 + (rng() % 500) as usize));
+        }
+        for &(from, to, n) in &windows {
+            let got = store.series("m", "x", from, to, n).await.unwrap();
+            let want = brute_force(&samples, from, to, n);
+            assert!(got.points.len() <= n, "{from} {to} {n}");
+            assert!(
+                same(&got.points, &want),
+                "window {from}..{to} in {n}: {:?} vs {:?}",
+                &got.points[..2.min(got.points.len())],
+                &want[..2.min(want.len())]
+            );
+        }
+
+        // A database from before the rollup gets it built by its migration.
+        let mut conn = store.inner_writer_conn_for_test();
+        sqlx::raw_sql("DROP TABLE samples_1m; DELETE FROM _sqlx_migrations WHERE version = 3")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        store.return_writer_for_test(conn).await;
+        store.close().await;
+        let store = Store::open(&dir.path().join("vigil.db")).await.unwrap();
+        let (from, to) = (t0, end);
+        let got = store.series("m", "x", from, to, 300).await.unwrap();
+        assert!(same(&got.points, &brute_force(&samples, from, to, 300)));
+    }
+
+    /// A small deterministic generator (xorshift) for the test above.
+    fn vigil_core_rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     #[tokio::test]
     async fn series_are_downsampled_into_buckets() {
         let (_dir, store) = temp_store().await;
@@ -867,21 +1108,48 @@ mod tests {
         )
         .await;
 
+        // Short buckets (under a minute) start at `from` and are exact.
         let s = store
-            .series("meter", "power", t0, t0 + 10_000 * second, 100)
+            .series("meter", "power", t0, t0 + 1_000 * second, 100)
             .await
             .unwrap();
-        assert_eq!(s.bucket, 100 * second);
-        assert_eq!((s.from, s.to), (t0, t0 + 10_000 * second));
+        assert_eq!(s.bucket, 10 * second);
+        assert_eq!((s.from, s.to), (t0, t0 + 1_000 * second));
         assert_eq!(s.points.len(), 100);
-        assert_eq!(s.points.iter().map(|b| b.count).sum::<i64>(), 10_000);
         for (k, b) in s.points.iter().enumerate() {
             let k = k as i64;
-            assert_eq!(b.at, t0 + k * 100 * second);
-            assert_eq!(b.count, 100);
-            assert_eq!(b.min, (k * 100) as f64);
-            assert_eq!(b.max, (k * 100 + 99) as f64);
-            assert!((b.avg - (k * 100) as f64 - 49.5).abs() < 1e-9, "{b:?}");
+            assert_eq!(b.at, t0 + k * 10 * second);
+            assert_eq!(
+                (b.count, b.min, b.max),
+                (10, (k * 10) as f64, (k * 10 + 9) as f64)
+            );
+            assert!((b.avg - (k * 10) as f64 - 4.5).abs() < 1e-9, "{b:?}");
+        }
+
+        // Long buckets are whole minutes on whole minutes (t0 is 20 s past
+        // one), read from the per-minute rollup; every bucket still holds
+        // exactly the samples of its part of [from, to).
+        let (from, to) = (t0, t0 + 10_000 * second);
+        let s = store.series("meter", "power", from, to, 100).await.unwrap();
+        assert_eq!(
+            s.bucket,
+            120 * second,
+            "10,020 s over 100 buckets, rounded up to minutes"
+        );
+        assert!(s.points.len() <= 100);
+        assert_eq!(s.points[0].at, t0 - 20 * second);
+        assert_eq!(s.points.iter().map(|b| b.count).sum::<i64>(), 10_000);
+        for b in &s.points {
+            assert_eq!(b.at.rem_euclid(60 * second), 0, "on a whole minute");
+            // value i was sampled at t0 + i s
+            let lo = ((b.at.max(from) - t0) / second) as f64;
+            let hi = (((b.at + s.bucket).min(to) - t0) / second - 1) as f64;
+            assert_eq!(
+                (b.min, b.max, b.count),
+                (lo, hi, (hi - lo) as i64 + 1),
+                "{b:?}"
+            );
+            assert!((b.avg - (lo + hi) / 2.0).abs() < 1e-9, "{b:?}");
         }
 
         // A sub-range, `to` exclusive, and a width that does not divide evenly.

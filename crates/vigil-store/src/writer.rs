@@ -222,6 +222,7 @@ struct Statements {
     devices: ChunkedSql,
     messages: ChunkedSql,
     samples: ChunkedSql,
+    minutes: ChunkedSql,
     series_last: ChunkedSql,
     retained_upsert: ChunkedSql,
     retained_delete: ChunkedSql,
@@ -254,6 +255,15 @@ impl Statements {
             // first (samples are keyed by (series_id, at)); REPLACE, like
             // FAIL, needs no statement journal.
             samples: ChunkedSql::new("INSERT OR REPLACE INTO samples (series_id, at, value) VALUES ", 3, ""),
+            // The batch's samples folded per series and minute into the
+            // per-minute rollup that long chart windows read.
+            minutes: ChunkedSql::new(
+                "INSERT INTO samples_1m (series_id, minute, min, max, sum, count) VALUES ",
+                6,
+                " ON CONFLICT (series_id, minute) DO UPDATE SET
+                    min = min(samples_1m.min, excluded.min), max = max(samples_1m.max, excluded.max),
+                    sum = samples_1m.sum + excluded.sum, count = samples_1m.count + excluded.count",
+            ),
             // Records can arrive out of time order (several sources), so an
             // older sample never replaces a newer latest value.
             series_last: ChunkedSql::new(
@@ -270,6 +280,43 @@ impl Statements {
             retained_delete: ChunkedSql::new("DELETE FROM retained WHERE topic IN (", 1, ")"),
         }
     }
+}
+
+/// One minute of one series within a batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MinuteAggregate {
+    series_id: i64,
+    minute: i64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: i64,
+}
+
+/// The samples of a batch (sorted by series, then time) folded per series and
+/// minute.
+fn fold_minutes(samples: &[(i64, Micros, f64)]) -> Vec<MinuteAggregate> {
+    let mut out: Vec<MinuteAggregate> = Vec::new();
+    for &(series_id, at, value) in samples {
+        let minute = at.div_euclid(crate::MINUTE);
+        match out.last_mut() {
+            Some(m) if m.series_id == series_id && m.minute == minute => {
+                m.min = m.min.min(value);
+                m.max = m.max.max(value);
+                m.sum += value;
+                m.count += 1;
+            }
+            _ => out.push(MinuteAggregate {
+                series_id,
+                minute,
+                min: value,
+                max: value,
+                sum: value,
+                count: 1,
+            }),
+        }
+    }
+    out
 }
 
 /// first_seen, last_seen and message count of one device within a batch.
@@ -611,6 +658,18 @@ impl Writer {
                 args.add(*series_id)?;
                 args.add(*at)?;
                 args.add(*value)
+            })
+            .await?;
+        let minutes = fold_minutes(&samples);
+        self.sql
+            .minutes
+            .execute(&mut tx, &minutes, |args, m| {
+                args.add(m.series_id)?;
+                args.add(m.minute)?;
+                args.add(m.min)?;
+                args.add(m.max)?;
+                args.add(m.sum)?;
+                args.add(m.count)
             })
             .await?;
         let latest: Vec<(i64, (Micros, f64))> = latest.into_iter().collect();
