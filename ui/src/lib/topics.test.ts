@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { add, filterProblem, matches, newNode, rate } from "./topics";
+import { add, filterProblem, matches, newNode, rate, rows, sample } from "./topics";
 
 describe("MQTT filters", () => {
   it("match as the specification says", () => {
@@ -27,19 +27,40 @@ describe("MQTT filters", () => {
 });
 
 describe("topic tree", () => {
-  it("counts per topic and per subtree, and rates over 10 s", () => {
+  it("counts per topic and per subtree", () => {
     const root = newNode();
-    const t0 = 1_000_000;
-    for (let i = 0; i < 20; i++) add(root, "home/kitchen/temp", t0 + i * 100);
-    add(root, "home/hall/temp", t0);
-    add(root, "home", t0);
+    for (let i = 0; i < 20; i++) add(root, "home/kitchen/temp");
+    add(root, "home/hall/temp");
+    add(root, "home");
+    add(root, "/leading");
     const home = root.children.get("home")!;
-    expect(root.total).toBe(22);
+    expect(root.total).toBe(23);
     expect(home.total).toBe(22);
     expect(home.count).toBe(1);
     expect(home.children.get("kitchen")!.children.get("temp")!.count).toBe(20);
     expect(home.children.get("hall")!.path).toBe("home/hall");
-    expect(rate(home.children.get("kitchen")!, t0 + 5_000)).toBe(2);
-    expect(rate(home.children.get("kitchen")!, t0 + 60_000)).toBe(0);
+    expect(root.children.get("")!.children.get("leading")!.path).toBe("/leading");
+  });
+  it("rates from one-second samples, over at most ten seconds", () => {
+    const root = newNode();
+    sample(root);
+    expect(rate(root)).toBe(0);
+    for (let s = 0; s < 15; s++) {
+      for (let i = 0; i < 30; i++) add(root, "a/b");
+      sample(root);
+    }
+    expect(rate(root)).toBe(30);
+    expect(rate(root.children.get("a")!)).toBe(30);
+    sample(root); // a silent second
+    expect(rate(root)).toBe(27);
+  });
+  it("rows: depth first, natural order, closed branches hidden, bounded", () => {
+    const root = newNode();
+    for (const t of ["s/10/t", "s/9/t", "s/9/h", "z"]) add(root, t);
+    const all = rows(root, () => true).map((r) => `${"  ".repeat(r.depth)}${r.name}`);
+    expect(all).toEqual(["s", "  9", "    h", "    t", "  10", "    t", "z"]);
+    const closed = rows(root, (n) => n.path !== "s/9").map((r) => r.path);
+    expect(closed).toEqual(["s", "s/9", "s/10", "s/10/t", "z"]);
+    expect(rows(root, () => true, 3).length).toBe(3);
   });
 });

@@ -36,45 +36,71 @@ export interface TopicNode {
   /** Messages on this exact topic, and on it and below. */
   count: number;
   total: number;
-  /** Arrival times (ms) of recent messages at and below, for the rate. */
-  recent: number[];
+  /** `total` at each of the last samples (one a second, at most 11), for the rate. */
+  history: number[];
 }
 
-const RATE_WINDOW_MS = 10_000;
+const RATE_SAMPLES = 11;
 
 export function newNode(name = "", path = ""): TopicNode {
-  return { name, path, children: new Map(), count: 0, total: 0, recent: [] };
+  return { name, path, children: new Map(), count: 0, total: 0, history: [] };
 }
 
-/** Counts one message into the tree. `recent` keeps at most a window's worth. */
-export function add(root: TopicNode, topic: string, atMs: number): void {
+/** Counts one message into the tree: O(levels), no allocation once the topic is known. */
+export function add(root: TopicNode, topic: string): void {
   let node = root;
   node.total++;
-  pushRecent(node, atMs);
   for (const level of topic.split("/")) {
     let child = node.children.get(level);
     if (!child) {
-      child = newNode(level, node.path ? `${node.path}/${level}` : level);
+      child = newNode(level, node.path || node !== root ? `${node.path}/${level}` : level);
       node.children.set(level, child);
     }
     node = child;
     node.total++;
-    pushRecent(node, atMs);
   }
   node.count++;
 }
 
-function pushRecent(node: TopicNode, atMs: number) {
-  node.recent.push(atMs);
-  // Bounded: trim by time once in a while rather than on every push.
-  if (node.recent.length > 4096) node.recent.splice(0, node.recent.length - 2048);
+/** Records every node's total; call once a second. */
+export function sample(node: TopicNode): void {
+  node.history.push(node.total);
+  if (node.history.length > RATE_SAMPLES) node.history.shift();
+  for (const c of node.children.values()) sample(c);
 }
 
-/** Messages per second at and below `node` over the last 10 s. */
-export function rate(node: TopicNode, nowMs: number): number {
-  const since = nowMs - RATE_WINDOW_MS;
-  let i = 0;
-  while (i < node.recent.length && node.recent[i] < since) i++;
-  if (i > 0) node.recent.splice(0, i);
-  return node.recent.length / (RATE_WINDOW_MS / 1000);
+/** Messages per second at and below `node`, over the last (up to) 10 samples. */
+export function rate(node: TopicNode): number {
+  const h = node.history;
+  if (h.length < 2) return 0;
+  return (h[h.length - 1] - h[0]) / (h.length - 1);
+}
+
+/** One line of the tree as shown. */
+export interface TopicRow {
+  path: string;
+  name: string;
+  depth: number;
+  total: number;
+  rate: number;
+  branch: boolean;
+  open: boolean;
+}
+
+/** The tree as rows, depth first, names in natural order; `open(path)` says
+ * which branches are expanded. At most `limit` rows. */
+export function rows(root: TopicNode, open: (node: TopicNode, depth: number) => boolean, limit = 500): TopicRow[] {
+  const out: TopicRow[] = [];
+  const collator = new Intl.Collator(undefined, { numeric: true });
+  const walk = (node: TopicNode, depth: number) => {
+    const children = [...node.children.values()].sort((a, b) => collator.compare(a.name, b.name));
+    for (const c of children) {
+      if (out.length >= limit) return;
+      const isOpen = c.children.size > 0 && open(c, depth);
+      out.push({ path: c.path, name: c.name, depth, total: c.total, rate: rate(c), branch: c.children.size > 0, open: isOpen });
+      if (isOpen) walk(c, depth + 1);
+    }
+  };
+  walk(root, 0);
+  return out;
 }
