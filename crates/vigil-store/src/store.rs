@@ -237,6 +237,21 @@ impl Store {
         ))
     }
 
+    /// Rows of (key, min, max, sum, count) from one of the series queries.
+    async fn aggregates(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<Vec<(i64, Aggregate)>, StoreError> {
+        let rows = query
+            .fetch_all(&self.inner.read)
+            .await
+            .map_err(self.inner.query_error("reading a series"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, aggregate(row, 1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.inner.query_error("reading a series"))
+    }
+
     /// The id of a device's metric series, if it has one.
     async fn series_id(&self, device: &str, metric: &str) -> Result<Option<i64>, StoreError> {
         sqlx::query_scalar(
@@ -284,26 +299,21 @@ impl Store {
         let mut buckets = Buckets::new(origin, bucket);
         if bucket < MINUTE {
             // Short windows: every sample, grouped by SQLite in index order.
-            let rows = sqlx::query(
-                "SELECT (at - ?1) / ?2 AS b, min(value), max(value), total(value), count(*)
-                 FROM samples WHERE series_id = ?3 AND at >= ?1 AND at < ?4
-                 GROUP BY b ORDER BY b",
-            )
-            .bind(origin)
-            .bind(bucket)
-            .bind(series_id)
-            .bind(to)
-            .fetch_all(&self.inner.read)
-            .await
-            .map_err(self.inner.query_error("reading a series"))?;
-            for row in &rows {
-                let b: i64 = row
-                    .try_get(0)
-                    .map_err(self.inner.query_error("reading a series"))?;
-                buckets.add_at(
-                    b,
-                    aggregate(row, 1).map_err(self.inner.query_error("reading a series"))?,
-                );
+            let rows = self
+                .aggregates(
+                    sqlx::query(
+                        "SELECT (at - ?1) / ?2 AS b, min(value), max(value), total(value), count(*)
+                         FROM samples WHERE series_id = ?3 AND at >= ?1 AND at < ?4
+                         GROUP BY b ORDER BY b",
+                    )
+                    .bind(origin)
+                    .bind(bucket)
+                    .bind(series_id)
+                    .bind(to),
+                )
+                .await?;
+            for (index, a) in rows {
+                buckets.add_at(index, a);
             }
         } else {
             // Long windows: buckets are whole minutes on whole minutes, so
@@ -313,24 +323,19 @@ impl Store {
             let first_minute = from.div_euclid(MINUTE) + i64::from(from.rem_euclid(MINUTE) != 0);
             let end_minute = to.div_euclid(MINUTE);
             let (full_from, full_to) = (first_minute * MINUTE, end_minute * MINUTE);
-            let rows = sqlx::query(
-                "SELECT minute, min, max, sum, count FROM samples_1m
-                 WHERE series_id = ?1 AND minute >= ?2 AND minute < ?3 ORDER BY minute",
-            )
-            .bind(series_id)
-            .bind(first_minute)
-            .bind(end_minute)
-            .fetch_all(&self.inner.read)
-            .await
-            .map_err(self.inner.query_error("reading a series"))?;
-            for row in &rows {
-                let minute: i64 = row
-                    .try_get(0)
-                    .map_err(self.inner.query_error("reading a series"))?;
-                buckets.add(
-                    minute * MINUTE,
-                    aggregate(row, 1).map_err(self.inner.query_error("reading a series"))?,
-                );
+            let minutes = self
+                .aggregates(
+                    sqlx::query(
+                        "SELECT minute, min, max, sum, count FROM samples_1m
+                         WHERE series_id = ?1 AND minute >= ?2 AND minute < ?3 ORDER BY minute",
+                    )
+                    .bind(series_id)
+                    .bind(first_minute)
+                    .bind(end_minute),
+                )
+                .await?;
+            for (minute, a) in minutes {
+                buckets.add(minute * MINUTE, a);
             }
             let edges = if full_from <= full_to {
                 vec![(from, full_from), (full_to, to)]
@@ -338,24 +343,19 @@ impl Store {
                 vec![(from, to)] // the window lies inside one minute
             };
             for (a, b) in edges.into_iter().filter(|(a, b)| a < b) {
-                let rows = sqlx::query(
-                    "SELECT at, value, value, value, 1 FROM samples
-                     WHERE series_id = ?1 AND at >= ?2 AND at < ?3",
-                )
-                .bind(series_id)
-                .bind(a)
-                .bind(b)
-                .fetch_all(&self.inner.read)
-                .await
-                .map_err(self.inner.query_error("reading a series"))?;
-                for row in &rows {
-                    let at: i64 = row
-                        .try_get(0)
-                        .map_err(self.inner.query_error("reading a series"))?;
-                    buckets.add(
-                        at,
-                        aggregate(row, 1).map_err(self.inner.query_error("reading a series"))?,
-                    );
+                let samples = self
+                    .aggregates(
+                        sqlx::query(
+                            "SELECT at, value, value, value, 1 FROM samples
+                             WHERE series_id = ?1 AND at >= ?2 AND at < ?3",
+                        )
+                        .bind(series_id)
+                        .bind(a)
+                        .bind(b),
+                    )
+                    .await?;
+                for (at, a) in samples {
+                    buckets.add(at, a);
                 }
             }
         }
@@ -545,8 +545,11 @@ async fn ensure_incremental_vacuum(
 }
 
 /// Bucket width for `max_points` buckets over `[from, to)`, at least 1 µs.
-/// min, max, sum and count from four columns of a row, starting at `first`.
-fn aggregate(row: &SqliteRow, first: usize) -> Result<(f64, f64, f64, i64), sqlx::Error> {
+/// min, max, sum and count of some samples.
+type Aggregate = (f64, f64, f64, i64);
+
+/// An [`Aggregate`] from four columns of a row, starting at `first`.
+fn aggregate(row: &SqliteRow, first: usize) -> Result<Aggregate, sqlx::Error> {
     Ok((
         row.try_get(first)?,
         row.try_get(first + 1)?,
@@ -575,7 +578,7 @@ fn bucket_grid(from: Micros, to: Micros, max_points: usize) -> (Micros, Micros) 
 struct Buckets {
     from: Micros,
     width: Micros,
-    by_index: std::collections::BTreeMap<i64, (f64, f64, f64, i64)>,
+    by_index: std::collections::BTreeMap<i64, Aggregate>,
 }
 
 impl Buckets {
@@ -588,12 +591,12 @@ impl Buckets {
     }
 
     /// Adds an aggregate that starts at `at`.
-    fn add(&mut self, at: Micros, a: (f64, f64, f64, i64)) {
+    fn add(&mut self, at: Micros, a: Aggregate) {
         self.add_at((at - self.from).div_euclid(self.width), a);
     }
 
     /// Adds an aggregate to bucket `index`.
-    fn add_at(&mut self, index: i64, (min, max, sum, count): (f64, f64, f64, i64)) {
+    fn add_at(&mut self, index: i64, (min, max, sum, count): Aggregate) {
         let b = self
             .by_index
             .entry(index)

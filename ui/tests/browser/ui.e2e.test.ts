@@ -30,6 +30,17 @@ const go = async (hash: string) => {
   await page.goto(vigil.url + hash);
 };
 
+/** Publishes `payload` from a file with mosquitto_pub, then selects it in the inspector. */
+async function publishFileAndOpen(topic: string, payload: string | Buffer) {
+  const file = join(tmpdir(), `vigil-payload-${process.pid}`);
+  writeFileSync(file, payload);
+  await go("#/inspector");
+  await publish(vigil, topic, ["-f", file]);
+  const row = page.locator(`[data-testid="messages"] [data-topic="${topic}"]`);
+  await row.first().waitFor({ timeout: 10_000 });
+  await row.first().click();
+}
+
 async function bothThemes(name: string) {
   for (const theme of ["light", "dark"] as const) {
     await page.evaluate((t) => (document.documentElement.dataset.theme = t), theme);
@@ -105,13 +116,7 @@ describe("the UI in chromium", () => {
 
   it("shows a 300 KiB payload whole, with its size", async () => {
     const big = "x".repeat(300 * 1024 - 6) + "THEEND";
-    const file = join(tmpdir(), `vigil-big-${process.pid}.txt`);
-    writeFileSync(file, big);
-    await go("#/inspector");
-    await publish(vigil, "bulk/blob", ["-f", file]);
-    const row = page.locator('[data-testid="messages"] [data-topic="bulk/blob"]');
-    await row.first().waitFor({ timeout: 10_000 });
-    await row.first().click();
+    await publishFileAndOpen("bulk/blob", big);
     await expect.poll(() => page.getByTestId("size").innerText()).toContain("307,200 bytes");
     const shown = await page.getByTestId("payload").evaluate((e) => e.textContent ?? "");
     expect(shown.length).toBe(big.length);
@@ -122,13 +127,7 @@ describe("the UI in chromium", () => {
   it("shows a binary SenML (CBOR) payload decoded, with its readings", async () => {
     // [{-2: "pump1/", 0: "temp", 1: "Cel", 2: 21.5}]: bn, n, u, v (RFC 8428, section 6)
     const cbor = Buffer.from([0x81, 0xa4, 0x21, 0x66, ...Buffer.from("pump1/"), 0x00, 0x64, ...Buffer.from("temp"), 0x01, 0x63, ...Buffer.from("Cel"), 0x02, 0xf9, 0x4d, 0x60]);
-    const file = join(tmpdir(), `vigil-senml-${process.pid}.cbor`);
-    writeFileSync(file, cbor);
-    await go("#/inspector");
-    await publish(vigil, "plant/pump1/senml", ["-f", file]);
-    const row = page.locator('[data-testid="messages"] [data-topic="plant/pump1/senml"]');
-    await row.first().waitFor({ timeout: 10_000 });
-    await row.first().click();
+    await publishFileAndOpen("plant/pump1/senml", cbor);
     const structure = JSON.parse(await page.getByTestId("structure").innerText());
     expect(structure).toEqual([{ bn: "pump1/", n: "temp", u: "Cel", v: 21.5 }]);
     const readings = await page.getByTestId("detail").locator("table").last().innerText();

@@ -590,22 +590,13 @@ mod tests {
     fn a_payload_reads_as_json_for_people() {
         let p = decode_sparkplug(&hex(TAHU_NBIRTH)).unwrap().to_json();
         assert_eq!(p["seq"], 0);
-        let temperature = p["metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == "Temperature")
-            .unwrap();
+        let metrics = p["metrics"].as_array().unwrap();
+        let named = |name: &str| metrics.iter().find(|m| m["name"] == name).unwrap();
+        let temperature = named("Temperature");
         assert_eq!(temperature["unit"], "°C");
         assert_eq!(temperature["alias"], 1);
         assert!(temperature["value"].as_f64().unwrap() > 21.0);
-        let serial = p["metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == "Serial")
-            .unwrap();
-        assert_eq!(serial["raw"], "(not a number)");
+        assert_eq!(named("Serial")["raw"], "(not a number)");
     }
 
     #[test]
