@@ -78,6 +78,26 @@ def test_a_device_that_stops_goes_stale_after_its_learned_bound_then_offline(vig
     sse.close()
 
 
+def test_clean_goodbyes_never_read_as_lost_connections(vigil):
+    """Battery devices connect, publish, DISCONNECT and leave: never offline.
+    (The router closes its side as soon as it reads the DISCONNECT; that close
+    once won the race in about 5% of sessions and read as "connection lost".)"""
+    import shutil
+    import subprocess
+    pub = shutil.which("mosquitto_pub")
+    assert pub, "`make deps` installs Debian's mosquitto-clients"
+    prefix = unique("batt")
+    keys = [f"{prefix}{i}" for i in range(100)]
+    for key in keys:
+        subprocess.run([pub, "-h", "127.0.0.1", "-p", str(vigil.mqtt_port), "-q", "1",
+                        "-t", f"{key}/temp", "-m", "21"], check=True, timeout=10)
+    vigil.wait_for(lambda: all(presence_of(vigil, k) for k in keys), 10, what="every device")
+    time.sleep(0.5)  # any wrong "connection lost" would have landed by now
+    states = {k: device(vigil, k)["presence"] for k in keys}
+    wrong = {k: p["reason"] for k, p in states.items() if p["state"] != "online"}
+    assert not wrong, f"{len(wrong)} of {len(keys)} clean sessions read as lost: {wrong}"
+
+
 def test_a_killed_device_is_offline_at_once_with_the_reason(vigil, players):
     key = unique("pump")
     client_id = unique("c")

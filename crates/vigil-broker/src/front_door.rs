@@ -59,6 +59,9 @@ const ROUTER_KEEPALIVE: u16 = u16::MAX;
 /// after its CONNACK (its first SUBACK/PUBACK never comes). When the router
 /// closes first, the link ends through its router channel and reports nothing.
 const ROUTER_CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long a connection whose router side closed waits for its upstream
+/// half to report a DISCONNECT it forwarded just before.
+const UPSTREAM_GRACE: Duration = Duration::from_millis(100);
 /// Room for the topic, properties and header around the largest payload.
 const PACKET_OVERHEAD: usize = 64 * 1024 + 1024;
 
@@ -461,8 +464,24 @@ async fn serve_client(
         biased;
         r = &mut up => r.unwrap_or((DisconnectReason::Dropped, None)),
         r = &mut down => {
-            up.abort();
-            (r.map_or(DisconnectReason::Dropped, |(reason, _)| reason), None)
+            let closed = r.map_or(DisconnectReason::Dropped, |(reason, _)| reason);
+            // The router closes as soon as it reads a client's DISCONNECT,
+            // which upstream forwards before it returns: the close can be
+            // seen here first. Give upstream a moment to say why the client
+            // left (seen as "connection lost" in ~5% of clean DISCONNECTs).
+            // Only a DISCONNECT counts: a client that merely noticed the
+            // close (a takeover, say) keeps the router's reason.
+            let upstream = match &closed {
+                DisconnectReason::ServerClosed(_) => timeout(UPSTREAM_GRACE, &mut up).await.ok(),
+                _ => None,
+            };
+            match upstream {
+                Some(Ok((DisconnectReason::Clean, writer))) => (DisconnectReason::Clean, writer),
+                _ => {
+                    up.abort();
+                    (closed, None)
+                }
+            }
         }
     };
     if router_writer.is_some() && !down.is_finished() {
