@@ -49,3 +49,19 @@ describe("device list", () => {
     expect(ids({ convention: "tasmota" })).toEqual(["plug10"]);
   });
 });
+
+import { fresher } from "./stores/devices.svelte";
+
+describe("merging a device read after a presence event", () => {
+  it("keeps the newer presence from the event, takes everything else from the read", () => {
+    const local = dev("oxi", "offline", { presence: { ...dev("oxi", "offline").presence, since: 200, reason: "connection lost" } });
+    const stale = dev("oxi", "online", { message_count: 9, presence: { ...dev("oxi", "online").presence, since: 100 } });
+    const merged = fresher(stale, local);
+    expect(merged.presence.state).toBe("offline");
+    expect(merged.presence.reason).toBe("connection lost");
+    expect(merged.message_count).toBe(9);
+    const newer = dev("oxi", "online", { presence: { ...dev("oxi", "online").presence, since: 300 } });
+    expect(fresher(newer, local).presence.state).toBe("online");
+    expect(fresher(newer, undefined)).toBe(newer);
+  });
+});

@@ -167,8 +167,12 @@ describe("the UI in chromium", () => {
     await go("#/alerts");
     const firing = page.getByTestId("alerts").locator("tr.firing");
     await firing.first().waitFor({ timeout: 10_000 });
-    expect(await firing.first().innerText()).toContain("Heart rate high");
+    await expect.poll(() => firing.first().innerText()).toContain("Heart rate high"); // the rule's name, once rules load
     expect(await page.getByTestId("alert-count").innerText()).toBe("1");
+    // The device list shows it too, from the same live alert.
+    await go("#/devices");
+    await expect.poll(() => page.locator('[data-device="clinic"] [data-testid="device-alerts"]').innerText()).toBe("1");
+    await go("#/alerts");
     await bothThemes("alerts");
     await page.getByTestId("alerts").locator("tr.firing").getByRole("button", { name: "Acknowledge" }).click();
     await page.getByTestId("alerts").locator("tr.acknowledged").first().waitFor({ timeout: 10_000 });

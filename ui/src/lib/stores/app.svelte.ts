@@ -1,6 +1,7 @@
 // What every screen shares: the API, the live link, devices, active alerts,
 // the route, the theme and a clock that ticks once a second.
-import { api as makeApi, type Alert, type Api } from "../api/client";
+import { api as makeApi, type Alert, type AlertEvent, type Api } from "../api/client";
+import { applyAlertEvent, byDevice } from "../alerts";
 import type { Transport } from "../api/transport";
 import { throttle } from "../coalesce";
 import { Devices } from "./devices.svelte";
@@ -12,7 +13,9 @@ export class AppState {
   readonly api: Api;
   readonly live: Live;
   readonly devices: Devices;
+  /** Alerts not cleared, newest first: loaded, then kept from alert events. */
   activeAlerts = $state.raw<Alert[]>([]);
+  alertsByDevice = $derived(byDevice(this.activeAlerts));
   route = $state(parseRoute(location.hash));
   now = $state(Date.now() * 1000);
   theme = $state<Theme>((localStorage.getItem("vigil.theme") as Theme) || "system");
@@ -24,7 +27,9 @@ export class AppState {
     const reloadAlerts = throttle(() => this.reloadAlerts(), 500);
     this.live.subscribe({
       events: (batch) => {
-        if (batch.some((e) => e.name === "alert")) reloadAlerts();
+        let active = this.activeAlerts;
+        for (const e of batch) if (e.name === "alert") active = applyAlertEvent(active, e.data as AlertEvent);
+        if (active !== this.activeAlerts) this.activeAlerts = active;
       },
       resync: () => reloadAlerts(),
     });
@@ -37,6 +42,11 @@ export class AppState {
     this.live.start();
     void this.devices.reload();
     void this.reloadAlerts();
+  }
+
+  /** The device's active alerts, newest first. */
+  alertsFor(device: string): Alert[] {
+    return this.alertsByDevice.get(device) ?? [];
   }
 
   async reloadAlerts(): Promise<void> {

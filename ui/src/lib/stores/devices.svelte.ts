@@ -65,8 +65,10 @@ export class Devices {
   }
 
   private set(list: DeviceRow[]) {
+    const previous = this.index.size ? this.list : [];
+    const index = this.index;
     this.index = new Map(list.map((d, i) => [d.id, i]));
-    this.list = list;
+    this.list = previous.length ? list.map((d) => fresher(d, previous[index.get(d.id) ?? -1])) : list;
   }
 
   /** Applies one frame's events. */
@@ -128,7 +130,7 @@ export class Devices {
           if (i === undefined) {
             this.index.set(d.id, next.length);
             next.push(d);
-          } else next[i] = d;
+          } else next[i] = fresher(d, next[i]);
         }
         this.list = next;
       }
@@ -139,4 +141,12 @@ export class Devices {
       if (this.dirty.size) this.timer = setTimeout(() => this.refresh(), this.pause);
     }
   }
+}
+
+/** A device as read from the API, keeping the presence we already had from a
+ * live event when that is newer: the engine sends presence events before it
+ * stores them, so a read right after one can still return the state before. */
+export function fresher(read: DeviceRow, local: DeviceRow | undefined): DeviceRow {
+  if (!local || local.presence.since <= read.presence.since) return read;
+  return { ...read, presence: { ...read.presence, state: local.presence.state, since: local.presence.since, reason: local.presence.reason } };
 }
