@@ -5,8 +5,10 @@
 //!   stream ([`http`]).
 //! - `vigil bench ingest`: a load generator against a fresh `vigil serve`
 //!   ([`bench`]).
+//! - `vigil certs`: the local CA ([`certs`]).
 
 mod bench;
+mod certs;
 mod http;
 mod serve;
 mod ui;
@@ -28,6 +30,8 @@ enum Command {
     /// Measure Vigil under load.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The local certificate authority: init, issue, list, revoke, export, import.
+    Certs(certs::CertsArgs),
 }
 
 #[derive(Subcommand)]
@@ -40,6 +44,15 @@ fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     raise_open_file_limit();
     let cli = Cli::parse();
+    if let Command::Certs(args) = cli.command {
+        return match certs::run(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vigil: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,6 +67,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Bench(BenchCommand::Ingest(args)) => bench::run_ingest(args).await,
+            Command::Certs(_) => unreachable!("run without the runtime above"),
         }
     });
     match result {

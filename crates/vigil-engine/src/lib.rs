@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod bus;
+pub mod certs;
 pub mod config;
 mod engine;
 mod error;
