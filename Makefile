@@ -1,7 +1,7 @@
 # Vigil: one entry point for newcomers and CI (Debian 12 / Ubuntu with Rust,
 # Python 3.11 and Node already there).
 #
-#   make deps    install what is missing: Debian's mosquitto, mosquitto-clients and
+#   make deps    install what is missing: Debian's mosquitto, mosquitto-clients, openssl and
 #                chromium, a Python venv at .venv with tests/requirements.txt, and
 #                ui/node_modules (npm ci)
 #   make ui      build the web UI into ui/dist (vigil embeds it when built after)
@@ -24,7 +24,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
 ARTIFACTS := artifacts
-APT_PACKAGES := mosquitto mosquitto-clients chromium
+APT_PACKAGES := mosquitto mosquitto-clients chromium openssl
 # sudo only when not root (CI runs as root and may have no sudo at all).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO_TARGET_DIR ?= target
