@@ -86,19 +86,6 @@ pub struct ListenerView {
     pub loopback_only: bool,
 }
 
-/// `scheme://host[:port]/…` of a URL: what a person needs to recognise it,
-/// without a path or query that may hold a token.
-fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            let host = host.rsplit('@').next().unwrap_or(host);
-            format!("{scheme}://{host}/…")
-        }
-        None => "…".to_owned(),
-    }
-}
-
 /// Counters of a running engine.
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
@@ -291,12 +278,7 @@ impl Engine {
 
     /// The broker's listeners and the clients connected now.
     pub async fn broker(&self) -> Result<BrokerView, EngineError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Clients { reply })
-            .await
-            .map_err(|_| EngineError::Stopping)?;
-        let clients = answer.await.map_err(|_| EngineError::Stopping)?;
+        let clients = self.query(|reply| Command::Clients { reply }).await?;
         let listener = |protocol: &str, address: SocketAddr, path: Option<&str>| ListenerView {
             protocol: protocol.to_owned(),
             address: address.to_string(),
@@ -324,7 +306,7 @@ impl Engine {
             .alerts
             .webhooks
             .iter()
-            .map(|url| redact_url(url))
+            .map(|url| crate::webhook::display_url(url))
             .collect();
         serde_json::to_value(&config).unwrap_or_default()
     }
@@ -403,10 +385,8 @@ impl Engine {
         self.ask(|reply| Command::DeleteRule { id, reply }).await?
     }
 
-    /// Sends a command to the engine task and waits for its answer and for
-    /// the store to commit what the command changed, so that the caller's
-    /// next read sees it.
-    async fn ask<T>(
+    /// Sends a command to the engine task and waits for its answer.
+    async fn query<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, EngineError> {
@@ -415,7 +395,16 @@ impl Engine {
             .send(command(reply))
             .await
             .map_err(|_| EngineError::Stopping)?;
-        let answer = answer.await.map_err(|_| EngineError::Stopping)?;
+        answer.await.map_err(|_| EngineError::Stopping)
+    }
+
+    /// [`Engine::query`], then waits for the store to commit what the
+    /// command changed, so that the caller's next read sees it.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        let answer = self.query(command).await?;
         self.writer
             .sync()
             .await

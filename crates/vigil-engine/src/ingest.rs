@@ -276,30 +276,20 @@ impl Ingest {
                     ConnectionOutcome::Disconnected(why) => ("disconnected", Some(why.to_string())),
                 };
                 match &c.outcome {
-                    ConnectionOutcome::Connected { .. } => {
-                        let keepalive = match &c.outcome {
-                            ConnectionOutcome::Connected { keepalive, .. } => *keepalive,
-                            _ => 0,
-                        };
-                        let view = ClientView {
+                    ConnectionOutcome::Connected { keepalive, .. } => {
+                        let open = self.connected.get(&c.client_id).map_or(0, |(n, _)| *n);
+                        let latest = ClientView {
                             client_id: c.client_id.clone(),
                             username: c.username.clone(),
                             peer: c.peer.to_string(),
                             transport: c.transport,
                             version: c.version,
-                            keepalive_s: keepalive,
+                            keepalive_s: *keepalive,
                             connected_at: c.at,
-                            device: match self.clients.get(&c.client_id) {
-                                Some(ClientOf::Device(d)) => Some(d.clone()),
-                                _ => None,
-                            },
+                            device: None, // known when asked: it may publish later
                         };
-                        let entry = self
-                            .connected
-                            .entry(c.client_id.clone())
-                            .or_insert((0, view.clone()));
-                        entry.0 += 1;
-                        entry.1 = view;
+                        self.connected
+                            .insert(c.client_id.clone(), (open + 1, latest));
                         if let Some(ClientOf::Device(device)) = self.clients.get(&c.client_id) {
                             let device = device.clone();
                             let t = self.presence.connected(&device, c.at);

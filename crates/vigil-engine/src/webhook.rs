@@ -42,6 +42,22 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A webhook URL as people may see it: scheme, host and port, without the
+/// user, path or query, which may hold a token.
+pub(crate) fn display_url(url: &str) -> String {
+    match url.parse::<hyper::Uri>() {
+        Ok(uri) => {
+            let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{}://{}{port}/…",
+                uri.scheme_str().unwrap_or("?"),
+                uri.host().unwrap_or("?")
+            )
+        }
+        Err(_) => "…".to_owned(),
+    }
+}
+
 /// Delivers what the outbox holds, forever (the engine aborts it at shutdown;
 /// an interrupted delivery is simply made again).
 pub(crate) async fn run(store: Store, writer: WriterHandle, wake: Arc<Notify>) {

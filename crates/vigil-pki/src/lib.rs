@@ -200,7 +200,7 @@ impl Pki {
 
     /// The CA as people see it.
     pub fn ca_info(&self) -> Result<CertInfo> {
-        info(Kind::Ca, &self.ca_pem, false)
+        info(Kind::Ca, &self.ca_pem)
     }
 
     /// The server certificate (PEM chain: server then CA) and key for these
@@ -219,7 +219,7 @@ impl Pki {
         let fresh = current.as_deref() == Some(wanted.join("\n").as_str())
             && fs::read_to_string(&cert)
                 .ok()
-                .and_then(|pem| info(Kind::Server, &pem, false).ok())
+                .and_then(|pem| info(Kind::Server, &pem).ok())
                 .is_some_and(|i| {
                     i.not_after > OffsetDateTime::now_utc().unix_timestamp() + 30 * 86_400
                 });
@@ -269,7 +269,7 @@ impl Pki {
         write_private(&devices.join(format!("{file}.key")), key_pem.as_bytes())?;
         write_public(&devices.join(format!("{file}.pem")), cert.pem().as_bytes())?;
         Ok(Issued {
-            info: info(Kind::Device, &cert.pem(), false)?,
+            info: info(Kind::Device, &cert.pem())?,
             cert_pem: cert.pem(),
             key_pem,
         })
@@ -280,7 +280,7 @@ impl Pki {
         let revoked = self.revoked()?;
         let mut out = vec![self.ca_info()?];
         if let Ok(pem) = fs::read_to_string(self.dir.join("server.pem")) {
-            out.push(info(Kind::Server, &pem, false)?);
+            out.push(info(Kind::Server, &pem)?);
         }
         let mut devices = Vec::new();
         if let Ok(entries) = fs::read_dir(self.dir.join("devices")) {
@@ -288,7 +288,7 @@ impl Pki {
                 let path = entry.path();
                 if path.extension().is_some_and(|e| e == "pem") {
                     let pem = read(&path, "reading a device certificate")?;
-                    let mut i = info(Kind::Device, &pem, false)?;
+                    let mut i = info(Kind::Device, &pem)?;
                     i.revoked = revoked.contains_key(&i.serial);
                     devices.push(i);
                 }
@@ -307,7 +307,7 @@ impl Pki {
             .join(format!("{}.pem", file_name(device)));
         let pem =
             fs::read_to_string(&path).map_err(|_| PkiError::NoSuchDevice(device.to_owned()))?;
-        let mut i = info(Kind::Device, &pem, false)?;
+        let mut i = info(Kind::Device, &pem)?;
         i.revoked = self.revoked()?.contains_key(&i.serial);
         Ok(i)
     }
@@ -358,7 +358,7 @@ impl Pki {
         let cert = fs::read_to_string(src.join(format!("{file}.pem")))
             .map_err(|_| PkiError::NoSuchDevice(device.to_owned()))?;
         let key = read(&src.join(format!("{file}.key")), "reading the device key")?;
-        let i = info(Kind::Device, &cert, false)?;
+        let i = info(Kind::Device, &cert)?;
         private_dir(out)?;
         let paths = [
             out.join("ca.pem"),
@@ -468,33 +468,20 @@ fn decrypt_key(pem: &str, passphrase: Option<&str>) -> Result<KeyPair> {
         .map_err(|e| invalid(format!("the CA key is not a key Vigil can sign with: {e}")))
 }
 
-/// Wraps a SEC1 `ECPrivateKey` (P-256) in PKCS#8.
+/// Wraps a SEC1 `ECPrivateKey` (P-256) in PKCS#8, which rcgen reads.
 fn sec1_to_pkcs8(sec1: &[u8]) -> Result<Vec<u8>> {
-    // PrivateKeyInfo { version 0, AlgorithmIdentifier { id-ecPublicKey, prime256v1 }, OCTET STRING sec1 }
-    const ALG: &[u8] = &[
-        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
-        0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-    ];
-    let mut octet = vec![0x04];
-    der_len(&mut octet, sec1.len());
-    octet.extend_from_slice(sec1);
-    let mut body = vec![0x02, 0x01, 0x00];
-    body.extend_from_slice(ALG);
-    body.extend_from_slice(&octet);
-    let mut out = vec![0x30];
-    der_len(&mut out, body.len());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-fn der_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else if len < 0x100 {
-        out.extend_from_slice(&[0x81, len as u8]);
-    } else {
-        out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]);
-    }
+    use pkcs8::der::{asn1::AnyRef, Encode};
+    const EC_PUBLIC_KEY: pkcs8::ObjectIdentifier =
+        pkcs8::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    const PRIME256V1: pkcs8::ObjectIdentifier =
+        pkcs8::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+    let algorithm = pkcs8::AlgorithmIdentifierRef {
+        oid: EC_PUBLIC_KEY,
+        parameters: Some(AnyRef::from(&PRIME256V1)),
+    };
+    pkcs8::PrivateKeyInfo::new(algorithm, sec1)
+        .to_der()
+        .map_err(|e| invalid(format!("the CA key cannot be re-encoded: {e}")))
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -532,7 +519,7 @@ fn serial(seed: &str) -> SerialNumber {
 }
 
 /// A certificate as people see it, from its PEM.
-fn info(kind: Kind, pem: &str, revoked: bool) -> Result<CertInfo> {
+fn info(kind: Kind, pem: &str) -> Result<CertInfo> {
     let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map_err(|e| invalid(format!("not a PEM certificate: {e}")))?;
     let cert = der
@@ -582,7 +569,7 @@ fn info(kind: Kind, pem: &str, revoked: bool) -> Result<CertInfo> {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         names,
-        revoked,
+        revoked: false,
     })
 }
 

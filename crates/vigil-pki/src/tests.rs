@@ -192,11 +192,45 @@ fn device_certificates_bundles_and_revocation() {
     assert!(err.contains("not a device id"), "{err}");
 }
 
+/// Runs openssl and asserts it succeeded.
+fn openssl_ok(args: &[&str]) {
+    let (ok, text) = openssl(args);
+    assert!(ok, "openssl {args:?}: {text}");
+}
+
+/// A self-signed CA certificate for `key`, made by openssl.
+fn openssl_ca(key: &str, passphrase: Option<&str>, subject: &str, out: &str) {
+    let passin = passphrase.map(|p| format!("pass:{p}"));
+    let mut args = vec![
+        "req", "-x509", "-new", "-key", key, "-subj", subject, "-days", "365",
+    ];
+    if let Some(p) = &passin {
+        args.extend(["-passin", p.as_str()]);
+    }
+    args.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        out,
+    ]);
+    openssl_ok(&args);
+}
+
+/// Why importing this CA was refused.
+fn import_error(dir: &Path, cert: &str, key: &str, passphrase: Option<&str>) -> String {
+    match Pki::import_ca(dir, cert, key, passphrase) {
+        Ok(_) => panic!("the import was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn an_existing_ca_can_be_imported_with_its_passphrase() {
     let dir = tempfile::tempdir().unwrap();
     let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
-    let (ok, text) = openssl(&[
+    openssl_ok(&[
         "genpkey",
         "-algorithm",
         "EC",
@@ -208,41 +242,20 @@ fn an_existing_ca_can_be_imported_with_its_passphrase() {
         "-out",
         &path("clinic.key"),
     ]);
-    assert!(ok, "{text}");
-    let (ok, text) = openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
+    openssl_ca(
         &path("clinic.key"),
-        "-passin",
-        "pass:correct horse",
-        "-subj",
+        Some("correct horse"),
         "/CN=Clinic CA",
-        "-days",
-        "365",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-out",
         &path("clinic.pem"),
-    ]);
-    assert!(ok, "{text}");
+    );
     let cert = fs::read_to_string(path("clinic.pem")).unwrap();
     let key = fs::read_to_string(path("clinic.key")).unwrap();
     assert!(key.contains("ENCRYPTED PRIVATE KEY"));
     let pki_dir = dir.path().join("pki");
 
-    let err = Pki::import_ca(&pki_dir, &cert, &key, None)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = import_error(&pki_dir, &cert, &key, None);
     assert!(err.contains("encrypted: give its passphrase"), "{err}");
-    let err = Pki::import_ca(&pki_dir, &cert, &key, Some("wrong"))
-        .err()
-        .unwrap()
-        .to_string();
+    let err = import_error(&pki_dir, &cert, &key, Some("wrong"));
     assert!(err.contains("passphrase does not open"), "{err}");
     let pki = Pki::import_ca(&pki_dir, &cert, &key, Some("correct horse")).unwrap();
     assert_eq!(pki.ca_info().unwrap().name, "Clinic CA");
@@ -262,7 +275,7 @@ fn an_existing_ca_can_be_imported_with_its_passphrase() {
     );
 
     // A SEC1 ("EC PRIVATE KEY") key, as `openssl ecparam -genkey` writes it.
-    let (ok, text) = openssl(&[
+    openssl_ok(&[
         "ecparam",
         "-name",
         "prime256v1",
@@ -271,23 +284,7 @@ fn an_existing_ca_can_be_imported_with_its_passphrase() {
         "-out",
         &path("sec1.key"),
     ]);
-    assert!(ok, "{text}");
-    let (ok, text) = openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        &path("sec1.key"),
-        "-subj",
-        "/CN=Home CA",
-        "-days",
-        "30",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-out",
-        &path("sec1.pem"),
-    ]);
-    assert!(ok, "{text}");
+    openssl_ca(&path("sec1.key"), None, "/CN=Home CA", &path("sec1.pem"));
     let sec1 = fs::read_to_string(path("sec1.key")).unwrap();
     assert!(sec1.contains("BEGIN EC PRIVATE KEY"));
     let pki = Pki::import_ca(
@@ -301,14 +298,8 @@ fn an_existing_ca_can_be_imported_with_its_passphrase() {
 
     // Not a CA, or a key that is not the certificate's: refused in words.
     let server = pki.server_cert(&["localhost".into()]).unwrap();
-    let err = Pki::import_ca(&dir.path().join("x"), &server.0, &server.1, None)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = import_error(&dir.path().join("x"), &server.0, &server.1, None);
     assert!(err.contains("not a CA"), "{err}");
-    let err = Pki::import_ca(&dir.path().join("y"), &cert, &sec1, None)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = import_error(&dir.path().join("y"), &cert, &sec1, None);
     assert!(err.contains("does not belong"), "{err}");
 }

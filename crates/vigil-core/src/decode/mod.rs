@@ -212,44 +212,11 @@ pub fn structure(payload: &[u8], kind: PayloadKind) -> Option<serde_json::Value>
         PayloadKind::Cbor if std::str::from_utf8(payload).is_err() => {
             cbor::parse(payload).ok().map(|v| cbor::to_json(&v))
         }
-        // SenML in CBOR labels its fields with integers (RFC 8428, table 4):
-        // shown with their JSON names.
         PayloadKind::Senml if std::str::from_utf8(payload).is_err() => {
-            let mut pack = cbor::to_json(&cbor::parse(payload).ok()?);
-            for record in pack.as_array_mut()? {
-                if let Some(fields) = record.as_object_mut() {
-                    *fields = std::mem::take(fields)
-                        .into_iter()
-                        .map(|(k, v)| (senml_label(&k).map_or(k, str::to_owned), v))
-                        .collect();
-                }
-            }
-            Some(pack)
+            senml::readable(&cbor::parse(payload).ok()?)
         }
         _ => None,
     }
-}
-
-/// The JSON name of a SenML CBOR label (RFC 8428, section 6, table 4).
-fn senml_label(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "-1" => "bver",
-        "-2" => "bn",
-        "-3" => "bt",
-        "-4" => "bu",
-        "-5" => "bv",
-        "-6" => "bs",
-        "0" => "n",
-        "1" => "u",
-        "2" => "v",
-        "3" => "vs",
-        "4" => "vb",
-        "5" => "s",
-        "6" => "t",
-        "7" => "ut",
-        "8" => "vd",
-        _ => return None,
-    })
 }
 
 /// A format a content type names.

@@ -258,6 +258,44 @@ pub(super) fn from_cbor(pack: &Cbor) -> Result<Vec<Metric>, String> {
     resolver.finish()
 }
 
+/// A SenML pack in CBOR as JSON for people: the pack as
+/// [`cbor::to_json`] gives it, with each record's integer labels (RFC 8428,
+/// section 6) written as their JSON names.
+pub(super) fn readable(pack: &Cbor) -> Option<Json> {
+    let mut json = cbor::to_json(pack);
+    for record in json.as_array_mut()? {
+        if let Some(fields) = record.as_object_mut() {
+            *fields = std::mem::take(fields)
+                .into_iter()
+                .map(|(k, v)| (json_label(&k).map_or(k, str::to_owned), v))
+                .collect();
+        }
+    }
+    Some(json)
+}
+
+/// The JSON name of a CBOR label, as [`cbor::to_json`] writes it (`"-2"`).
+fn json_label(label: &str) -> Option<&'static str> {
+    Some(match label.parse::<i8>().ok()? {
+        -1 => "bver",
+        -2 => "bn",
+        -3 => "bt",
+        -4 => "bu",
+        -5 => "bv",
+        -6 => "bs",
+        0 => "n",
+        1 => "u",
+        2 => "v",
+        3 => "vs",
+        4 => "vb",
+        5 => "s",
+        6 => "t",
+        7 => "ut",
+        8 => "vd",
+        _ => return None,
+    })
+}
+
 impl Record<'_> {
     fn set(&mut self, value: Value) {
         self.value = Some(value);
