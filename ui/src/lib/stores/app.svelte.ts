@@ -4,6 +4,7 @@ import { api as makeApi, type Alert, type AlertEvent, type Api } from "../api/cl
 import { applyAlertEvent, byDevice } from "../alerts";
 import type { Transport } from "../api/transport";
 import { throttle } from "../coalesce";
+import { nowMicros } from "../format";
 import { Devices } from "./devices.svelte";
 import { Live } from "./live.svelte";
 
@@ -17,7 +18,7 @@ export class AppState {
   activeAlerts = $state.raw<Alert[]>([]);
   alertsByDevice = $derived(byDevice(this.activeAlerts));
   route = $state(parseRoute(location.hash));
-  now = $state(Date.now() * 1000);
+  now = $state(nowMicros());
   theme = $state<Theme>((localStorage.getItem("vigil.theme") as Theme) || "system");
 
   constructor(transport: Transport) {
@@ -34,7 +35,7 @@ export class AppState {
       resync: () => reloadAlerts(),
     });
     addEventListener("hashchange", () => (this.route = parseRoute(location.hash)));
-    setInterval(() => (this.now = Date.now() * 1000), 1000);
+    setInterval(() => (this.now = nowMicros()), 1000);
     this.applyTheme();
   }
 

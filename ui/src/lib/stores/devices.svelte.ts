@@ -4,8 +4,6 @@
 import type { Api, DeviceRow, PresenceState } from "../api/client";
 import type { Live, LiveEvent } from "./live.svelte";
 
-export const PRESENCE_ORDER: PresenceState[] = ["offline", "stale", "unknown", "sleeping", "online"];
-
 const REFRESH_MS = 1000;
 /** Beyond this many changed devices, one full reload is cheaper. */
 const FULL_RELOAD_OVER = 50;

@@ -11,8 +11,10 @@ export class Live {
   /** When the link was lost (ms), for "disconnected for 12 s". */
   lostAt = $state<number | null>(null);
   private listeners = new Set<Listener>();
-  private batcher = new Batcher<LiveEvent>((batch) => {
+  private batcher = new Batcher<LiveEvent>((batch, dropped) => {
     for (const l of this.listeners) l.events(batch);
+    // Events were lost while the page could not keep up: what it shows may be stale.
+    if (dropped) for (const l of this.listeners) l.resync();
   });
   private stop: (() => void) | null = null;
 
