@@ -4,14 +4,32 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::tls::ClientCerts;
+
 /// How the embedded broker listens and what it allows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// MQTT over TCP. Loopback by default: remote clients need TLS (coming).
+    /// MQTT over TCP. Loopback only, unless `allow_insecure_remote`.
     pub mqtt_listen: SocketAddr,
-    /// MQTT over WebSocket; `None` turns it off.
+    /// MQTT over WebSocket; `None` turns it off. Loopback only, unless
+    /// `allow_insecure_remote`.
     pub ws_listen: Option<SocketAddr>,
+    /// MQTT over TLS; `None` turns it off.
+    pub tls_listen: Option<SocketAddr>,
+    /// MQTT over WebSocket over TLS (same path as `ws_path`); `None` turns it off.
+    pub wss_listen: Option<SocketAddr>,
+    /// Client certificates on the TLS listener.
+    pub tls_client_certs: ClientCerts,
+    /// Client certificates on the secure WebSocket listener.
+    pub wss_client_certs: ClientCerts,
+    /// Lets the plain TCP and WebSocket listeners take addresses other than
+    /// loopback: anyone on the network then reads the traffic, passwords
+    /// included. Vigil warns at every start while it is on.
+    pub allow_insecure_remote: bool,
+    /// Failed logins allowed per source address in a minute; past that its
+    /// logins are refused unchecked until the minute is over.
+    pub max_failed_logins: u32,
     /// The HTTP path WebSocket clients connect to.
     pub ws_path: String,
     /// The largest PUBLISH payload accepted, in bytes. A client that sends a
@@ -30,11 +48,48 @@ impl Default for BrokerConfig {
         BrokerConfig {
             mqtt_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             ws_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8083))),
+            tls_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8883))),
+            wss_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8084))),
+            tls_client_certs: ClientCerts::Optional,
+            wss_client_certs: ClientCerts::Optional,
+            allow_insecure_remote: false,
+            max_failed_logins: 5,
             ws_path: "/mqtt".to_owned(),
             max_payload: 1024 * 1024,
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl BrokerConfig {
+    /// Checks what can be checked before binding: plain listeners stay on
+    /// loopback unless the user said otherwise.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.allow_insecure_remote {
+            let plain = [
+                ("broker.mqtt_listen", Some(self.mqtt_listen)),
+                ("broker.ws_listen", self.ws_listen),
+            ];
+            for (setting, addr) in plain {
+                if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                    return Err(format!(
+                        "{setting} is {addr}, which is not loopback: plain MQTT would carry passwords and readings unencrypted over the network. Devices elsewhere should use TLS (broker.tls_listen, port 8883) or secure WebSocket (broker.wss_listen); if you really want plain MQTT on the network, set broker.allow_insecure_remote = true"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The plain listeners open to the network (allowed by
+    /// `allow_insecure_remote`), for the warning at start.
+    pub fn insecure_remote(&self) -> Vec<SocketAddr> {
+        [Some(self.mqtt_listen), self.ws_listen]
+            .into_iter()
+            .flatten()
+            .filter(|a| !a.ip().is_loopback())
+            .collect()
     }
 }
 

@@ -18,6 +18,9 @@ pub enum BrokerError {
     /// The embedded router did not come up.
     #[error("the embedded MQTT router did not start: {0}")]
     Router(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The configuration makes no sense.
     #[error("invalid broker configuration: {0}")]
     Config(String),

@@ -16,9 +16,9 @@
 //! byte for byte. The connection's end, with its reason, and the client's will
 //! (when MQTT says it is sent) are observations too.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,12 +36,20 @@ use vigil_core::{
     Observation, Transport,
 };
 
-use crate::codec::{self, packet_type, ConnAck, Connect, FrameHeader, Publish, Refusal};
+use crate::acl::Rights;
+use crate::codec::{
+    self, packet_type, publish_ack, ConnAck, Connect, FrameHeader, Publish, Refusal, SubAck,
+    Subscribe,
+};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::gate::{Denial, FailedLogins, Gate, Login, LoopbackOnly, Verdict};
 use crate::router::{Router, INTERNAL_USER};
 use crate::sessions::Sessions;
-use crate::stream::{split_tcp, split_ws, ClientReader, ClientWriter};
+use crate::stream::{
+    split_tcp, split_tls, split_ws, split_wss, ClientReader, ClientWriter, TlsTcp,
+};
+use crate::tls::{Acceptor, TlsMaterial};
 
 /// How often the front door pings the router on behalf of a quiet client, so
 /// the router's own keepalive (set to its maximum) never expires.
@@ -64,12 +72,37 @@ const ROUTER_CLOSE_WAIT: Duration = Duration::from_secs(5);
 const UPSTREAM_GRACE: Duration = Duration::from_millis(100);
 /// Room for the topic, properties and header around the largest payload.
 const PACKET_OVERHEAD: usize = 64 * 1024 + 1024;
+/// MQTT 5 reason code "Not authorized".
+const NOT_AUTHORIZED: u8 = 0x87;
+/// MQTT 3.1.1 SUBACK return code "Failure".
+const SUBACK_FAILURE: u8 = 0x80;
+
+/// Who may connect and what they may do, and the TLS certificate.
+pub struct Security {
+    /// The server certificate for the TLS listeners (required when one is
+    /// configured).
+    pub tls: Option<TlsMaterial>,
+    /// Decides on every login.
+    pub gate: Arc<dyn Gate>,
+}
+
+impl Default for Security {
+    /// No TLS; anonymous clients on loopback only.
+    fn default() -> Self {
+        Security {
+            tls: None,
+            gate: Arc::new(LoopbackOnly),
+        }
+    }
+}
 
 /// The embedded MQTT broker: the router and the front door in front of it.
 pub struct Broker {
     shared: Arc<Shared>,
     mqtt_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    wss_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     /// Every connection and accept task holds a clone; when all are dropped,
     /// `recv` returns `None` and shutdown knows they have finished.
@@ -110,16 +143,41 @@ struct Shared {
     sessions: Arc<Sessions>,
     connected: AtomicUsize,
     shutdown: watch::Receiver<bool>,
+    gate: Arc<dyn Gate>,
+    tls: Option<Acceptor>,
+    wss: Option<Acceptor>,
+    failed_logins: FailedLogins,
+    refused_publishes: AtomicU64,
+    refused_subscriptions: AtomicU64,
+}
+
+/// Refusals counted since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// PUBLISHes dropped because the client may not publish there.
+    pub publishes: u64,
+    /// Topic filters refused because the client may not subscribe there.
+    pub subscriptions: u64,
 }
 
 impl Broker {
-    /// Binds the listeners, starts the router and begins accepting clients.
-    /// What the broker sees goes to `observations`; when that channel is full,
-    /// publishers wait.
+    /// [`Broker::start_with`] without TLS, for anonymous clients on loopback.
     pub async fn start(
         config: BrokerConfig,
         observations: mpsc::Sender<Observation>,
     ) -> Result<Broker, BrokerError> {
+        Broker::start_with(config, Security::default(), observations).await
+    }
+
+    /// Binds the listeners, starts the router and begins accepting clients.
+    /// What the broker sees goes to `observations`; when that channel is full,
+    /// publishers wait.
+    pub async fn start_with(
+        config: BrokerConfig,
+        security: Security,
+        observations: mpsc::Sender<Observation>,
+    ) -> Result<Broker, BrokerError> {
+        config.validate().map_err(BrokerError::Config)?;
         if config.max_payload == 0 || config.max_payload > 256 * 1024 * 1024 - PACKET_OVERHEAD {
             return Err(BrokerError::Config(format!(
                 "broker.max_payload is {} bytes; it must be between 1 and {} (MQTT's limit)",
@@ -134,43 +192,85 @@ impl Broker {
             Some(addr) => Some(bind(addr, "broker.ws_listen (--ws-listen)").await?),
             None => None,
         };
+        let acceptor =
+            |listen: Option<SocketAddr>, setting: &str, mode| match (listen, &security.tls) {
+                (None, _) => Ok(None),
+                (Some(_), Some(material)) => Acceptor::new(material, mode).map(Some),
+                (Some(_), None) => Err(BrokerError::Config(format!(
+                    "{setting} is set but there is no server certificate to serve it with"
+                ))),
+            };
+        let tls_acceptor = acceptor(
+            config.tls_listen,
+            "broker.tls_listen",
+            config.tls_client_certs,
+        )?;
+        let wss_acceptor = acceptor(
+            config.wss_listen,
+            "broker.wss_listen",
+            config.wss_client_certs,
+        )?;
+        let tls = match config.tls_listen {
+            Some(addr) => Some(bind(addr, "broker.tls_listen (--tls-listen)").await?),
+            None => None,
+        };
+        let wss = match config.wss_listen {
+            Some(addr) => Some(bind(addr, "broker.wss_listen (--wss-listen)").await?),
+            None => None,
+        };
         let mqtt_addr = mqtt
             .local_addr()
             .map_err(|e| BrokerError::Router(e.to_string()))?;
         let ws_addr = ws.as_ref().and_then(|l| l.local_addr().ok());
+        let tls_addr = tls.as_ref().and_then(|l| l.local_addr().ok());
+        let wss_addr = wss.as_ref().and_then(|l| l.local_addr().ok());
         let router = Router::start(&config).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (task_token, tasks_done) = mpsc::channel(1);
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let shared = Arc::new(Shared {
-            config,
             router,
             observations,
             sessions: Arc::new(Sessions::default()),
             connected: AtomicUsize::new(0),
             shutdown: shutdown_rx,
+            failed_logins: FailedLogins::new(config.max_failed_logins, Duration::from_secs(60)),
+            config,
+            gate: security.gate,
+            tls: tls_acceptor,
+            wss: wss_acceptor,
+            refused_publishes: AtomicU64::new(0),
+            refused_subscriptions: AtomicU64::new(0),
         });
-        tokio::spawn(accept_loop(
-            shared.clone(),
-            mqtt,
-            Transport::Tcp,
-            permits.clone(),
-            task_token.clone(),
-        ));
-        if let Some(ws) = ws {
-            tokio::spawn(accept_loop(
-                shared.clone(),
-                ws,
-                Transport::Ws,
-                permits,
-                task_token.clone(),
-            ));
+        let listeners = [
+            (Some(mqtt), Transport::Tcp),
+            (ws, Transport::Ws),
+            (tls, Transport::Tls),
+            (wss, Transport::Wss),
+        ];
+        for (listener, transport) in listeners {
+            if let Some(listener) = listener {
+                tokio::spawn(accept_loop(
+                    shared.clone(),
+                    listener,
+                    transport,
+                    permits.clone(),
+                    task_token.clone(),
+                ));
+            }
         }
-        tracing::info!(%mqtt_addr, ws = ?ws_addr, "MQTT broker listening");
+        for addr in shared.config.insecure_remote() {
+            tracing::warn!(
+                "plain MQTT listens on {addr}, open to the network without encryption (broker.allow_insecure_remote = true): passwords and readings can be read on the way"
+            );
+        }
+        tracing::info!(%mqtt_addr, ws = ?ws_addr, tls = ?tls_addr, wss = ?wss_addr, "MQTT broker listening");
         Ok(Broker {
             shared,
             mqtt_addr,
             ws_addr,
+            tls_addr,
+            wss_addr,
             shutdown,
             tasks_done: tokio::sync::Mutex::new(tasks_done),
             task_token: std::sync::Mutex::new(Some(task_token)),
@@ -187,9 +287,36 @@ impl Broker {
         self.ws_addr
     }
 
-    /// The WebSocket path.
+    /// The address MQTT over TLS listens on, if enabled.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The address MQTT over secure WebSocket listens on, if enabled.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss_addr
+    }
+
+    /// The WebSocket path (plain and secure).
     pub fn ws_path(&self) -> &str {
         &self.shared.config.ws_path
+    }
+
+    /// Serves new TLS connections with another certificate (the server
+    /// certificate re-issued for new addresses, say); open ones keep theirs.
+    pub fn replace_tls(&self, material: &TlsMaterial) -> Result<(), BrokerError> {
+        for acceptor in [&self.shared.tls, &self.shared.wss].into_iter().flatten() {
+            acceptor.replace(material)?;
+        }
+        Ok(())
+    }
+
+    /// What the ACLs refused since start.
+    pub fn refusals(&self) -> Refusals {
+        Refusals {
+            publishes: self.shared.refused_publishes.load(Ordering::Relaxed),
+            subscriptions: self.shared.refused_subscriptions.load(Ordering::Relaxed),
+        }
     }
 
     /// Clients connected right now.
@@ -291,6 +418,8 @@ struct Opened {
     writer: ClientWriter,
     buf: BytesMut,
     connect: Connect,
+    /// The client's certificate (DER), when TLS asked for one and got it.
+    certificate: Option<Bytes>,
 }
 
 async fn serve_client(
@@ -300,12 +429,13 @@ async fn serve_client(
     transport: Transport,
 ) {
     let config = &shared.config;
-    let opening = timeout(config.connect_timeout, open(stream, transport, config)).await;
+    let opening = timeout(config.connect_timeout, open(stream, transport, shared)).await;
     let Opened {
         reader,
         mut writer,
         buf,
         connect,
+        certificate,
     } = match opening {
         Ok(Ok(opened)) => opened,
         Ok(Err(OpenError {
@@ -332,11 +462,40 @@ async fn serve_client(
     } else {
         MqttVersion::V311
     };
+    let login = Login {
+        client_id: connect.client_id.clone(),
+        username: connect.username.clone(),
+        password: connect.password.clone(),
+        peer,
+        transport,
+        certificate,
+    };
+    let (known_as, rights) = match admit(shared, &login, &connect).await {
+        Ok(admitted) => admitted,
+        Err((refusal, why)) => {
+            tracing::warn!(%peer, ?transport, client_id = %connect.client_id, user = ?connect.username, "refused a login: {why}");
+            let _ = writer.write(refusal.connack(version)).await;
+            writer.close().await;
+            let _ = shared
+                .observations
+                .send(Observation::Connection(ConnectionEvent {
+                    at: now_micros(),
+                    client_id: connect.client_id.clone(),
+                    username: connect.username.clone(),
+                    peer,
+                    transport,
+                    version,
+                    outcome: ConnectionOutcome::Refused(why),
+                }))
+                .await;
+            return;
+        }
+    };
     let event = |client_id: &str, outcome| {
         Observation::Connection(ConnectionEvent {
             at: now_micros(),
             client_id: client_id.to_owned(),
-            username: connect.username.clone(),
+            username: known_as.clone(),
             peer,
             transport,
             version,
@@ -434,8 +593,10 @@ async fn serve_client(
 
     let link = Arc::new(Link {
         injected_pings: AtomicU32::new(0),
+        version,
+        pending_subacks: std::sync::Mutex::new(HashMap::new()),
     });
-    let (to_client, to_client_rx) = mpsc::channel::<ToClient>(4);
+    let (to_client, to_client_rx) = mpsc::channel::<ToClient>(64);
     let upstream = Upstream {
         shared: shared.clone(),
         reader,
@@ -445,6 +606,9 @@ async fn serve_client(
         client_id: client_id.clone().into(),
         version,
         keepalive: connect.keepalive,
+        rights,
+        to_client: to_client.clone(),
+        refused_qos2: HashSet::new(),
     };
     let mut up = tokio::spawn(upstream.run());
     // What the router sent after CONNACK goes to the client first.
@@ -555,6 +719,59 @@ async fn serve_client(
     }
 }
 
+/// Asks the gate about a login (unless its address has used up its failed
+/// logins) and checks its will against the rights it gets. Returns the name
+/// the client is known by and its rights, or the refusal and why.
+async fn admit(
+    shared: &Shared,
+    login: &Login,
+    connect: &Connect,
+) -> Result<(Option<String>, Rights), (Refusal, String)> {
+    let ip = login.peer.ip();
+    if shared.failed_logins.blocked(ip) {
+        let refusal = match connect.version() {
+            MqttVersion::V5 => Refusal::ConnectionRateExceeded,
+            MqttVersion::V311 => Refusal::NotAuthorized,
+        };
+        return Err((
+            refusal,
+            format!(
+                "{ip} failed to log in {} times within a minute (broker.max_failed_logins); refused unchecked until that minute is over",
+                shared.config.max_failed_logins
+            ),
+        ));
+    }
+    match shared.gate.admit(login).await {
+        Verdict::Admit { identity, rights } => {
+            if let Some(will) = connect
+                .will
+                .as_ref()
+                .filter(|w| !rights.may_publish(&w.topic))
+            {
+                return Err((
+                    Refusal::NotAuthorized,
+                    format!(
+                        "its will topic '{}' is outside what it may publish",
+                        will.topic
+                    ),
+                ));
+            }
+            Ok((identity.or_else(|| connect.username.clone()), rights))
+        }
+        Verdict::Refuse { refusal, why } => {
+            let failures = shared.failed_logins.failed(ip);
+            let refusal = match refusal {
+                Denial::BadCredentials => Refusal::BadCredentials,
+                Denial::NotAuthorized | Denial::TooManyAttempts => Refusal::NotAuthorized,
+            };
+            Err((
+                refusal,
+                format!("{why} (failure {failures} from {ip} this minute)"),
+            ))
+        }
+    }
+}
+
 struct OpenError {
     reason: String,
     reply: Option<Bytes>,
@@ -566,28 +783,59 @@ struct OpenError {
 async fn open(
     stream: TcpStream,
     transport: Transport,
-    config: &BrokerConfig,
+    shared: &Shared,
 ) -> Result<Opened, OpenError> {
-    let (mut reader, writer) = match transport {
-        Transport::Tcp => split_tcp(stream),
-        Transport::Ws => {
-            let ws_config = WebSocketConfig::default()
-                .max_message_size(Some(config.max_payload + PACKET_OVERHEAD))
-                .max_frame_size(Some(config.max_payload + PACKET_OVERHEAD));
-            let path = config.ws_path.clone();
-            let ws = tokio_tungstenite::accept_hdr_async_with_config(
-                stream,
-                move |req: &Request, resp: Response| ws_handshake(&path, req, resp),
+    let config = &shared.config;
+    let early = |reason: String| OpenError {
+        reason,
+        reply: None,
+        writer: None,
+    };
+    let (tls, certificate) = match transport {
+        Transport::Tls | Transport::Wss => {
+            let acceptor = match transport {
+                Transport::Tls => shared.tls.as_ref(),
+                _ => shared.wss.as_ref(),
+            }
+            .ok_or_else(|| early("no TLS certificate".into()))?;
+            let tls = acceptor
+                .get()
+                .accept(stream)
+                .await
+                .map_err(|e| early(format!("TLS handshake failed: {e}")))?;
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| Bytes::copy_from_slice(c.as_ref()));
+            (Ok(tls), certificate)
+        }
+        _ => (Err(stream), None),
+    };
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_payload + PACKET_OVERHEAD))
+        .max_frame_size(Some(config.max_payload + PACKET_OVERHEAD));
+    let path = config.ws_path.clone();
+    let callback = move |req: &Request, resp: Response| ws_handshake(&path, req, resp);
+    let ws_failed = |e| early(format!("WebSocket handshake failed: {e}"));
+    let (mut reader, writer) = match (transport, tls) {
+        (Transport::Ws, Err(tcp)) => split_ws(
+            tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(ws_config))
+                .await
+                .map_err(ws_failed)?,
+        ),
+        (Transport::Wss, Ok(tls)) => split_wss(
+            tokio_tungstenite::accept_hdr_async_with_config::<TlsTcp, _>(
+                tls,
+                callback,
                 Some(ws_config),
             )
             .await
-            .map_err(|e| OpenError {
-                reason: format!("WebSocket handshake failed: {e}"),
-                reply: None,
-                writer: None,
-            })?;
-            split_ws(ws)
-        }
+            .map_err(ws_failed)?,
+        ),
+        (_, Ok(tls)) => split_tls(tls),
+        (_, Err(tcp)) => split_tcp(tcp),
     };
     let mut buf = BytesMut::with_capacity(4096);
     let fail = |reason: String, reply: Option<Bytes>, writer| {
@@ -654,6 +902,7 @@ async fn open(
         writer,
         buf,
         connect,
+        certificate,
     })
 }
 
@@ -750,10 +999,39 @@ struct Link {
     /// PINGREQs the front door sent the router itself; that many PINGRESPs
     /// must not reach the client.
     injected_pings: AtomicU32,
+    version: MqttVersion,
+    /// SUBSCRIBEs forwarded without their refused filters, by packet id:
+    /// per original filter, `None` where the router's code goes, or the
+    /// refusal code.
+    pending_subacks: std::sync::Mutex<HashMap<u16, Vec<Option<u8>>>>,
 }
 
-/// What the connection's supervisor asks the downstream task to do.
+impl Link {
+    /// The router's SUBACK (body) with the refusals put back in, if it
+    /// answers a SUBSCRIBE that had some filters cut.
+    fn merge_suback(&self, body: &[u8]) -> Option<Bytes> {
+        let mut pending = self
+            .pending_subacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending.is_empty() {
+            return None;
+        }
+        let mut suback = SubAck::parse(body, self.version).ok()?;
+        let slots = pending.remove(&suback.packet_id)?;
+        let mut granted = suback.codes.into_iter();
+        suback.codes = slots
+            .into_iter()
+            .map(|slot| slot.or_else(|| granted.next()).unwrap_or(SUBACK_FAILURE))
+            .collect();
+        Some(suback.encode(self.version))
+    }
+}
+
+/// What the connection's other tasks ask the downstream task to do.
 enum ToClient {
+    /// Send this packet (an acknowledgement of the front door's own).
+    Send(Bytes),
     /// Send this last packet (if any), close the connection and stop.
     Close(Option<Bytes>),
 }
@@ -768,6 +1046,12 @@ struct Upstream {
     client_id: Arc<str>,
     version: MqttVersion,
     keepalive: u16,
+    rights: Rights,
+    /// For the acknowledgements of what the rights refuse.
+    to_client: mpsc::Sender<ToClient>,
+    /// QoS 2 PUBLISHes refused and answered with PUBREC: their PUBREL is
+    /// answered here too, not by the router.
+    refused_qos2: HashSet<u16>,
 }
 
 impl Upstream {
@@ -861,6 +1145,8 @@ impl Upstream {
         }
         let chunk = self.buf.split_to(end).freeze();
         let mut at = 0;
+        // Bytes from `from` to `at` are yet to be forwarded.
+        let mut from = 0;
         let mut ends = None;
         while at < chunk.len() {
             let Ok(Some(h)) = codec::parse_frame_header(&chunk[at..]) else {
@@ -868,12 +1154,18 @@ impl Upstream {
             };
             let frame_end = at + h.total_len();
             let body = chunk.slice(at + h.header_len..frame_end);
+            // `Some(x)`: this packet is not forwarded; `x` is, if any.
+            let mut cut: Option<Option<Bytes>> = None;
             match h.packet_type {
                 packet_type::PUBLISH => match Publish::parse(h.flags, body, self.version) {
                     Ok(publish) if publish.payload.len() > max_payload => {
                         self.refuse_too_large(&h, Some(&publish.topic));
                         ends = Some(DisconnectReason::PacketTooLarge);
                         break;
+                    }
+                    Ok(publish) if !self.rights.may_publish(&publish.topic) => {
+                        self.refuse_publish(&publish).await;
+                        cut = Some(None);
                     }
                     Ok(publish) => {
                         // A QoS 2 PUBLISH sent again before PUBREL is the same
@@ -894,7 +1186,24 @@ impl Upstream {
                 },
                 packet_type::PUBREL => {
                     if let Some(id) = chunk.get(at + h.header_len..at + h.header_len + 2) {
-                        pending_qos2.remove(&u16::from_be_bytes([id[0], id[1]]));
+                        let id = u16::from_be_bytes([id[0], id[1]]);
+                        pending_qos2.remove(&id);
+                        if self.refused_qos2.remove(&id) {
+                            let pubcomp = publish_ack(packet_type::PUBCOMP, id, 0, self.version);
+                            let _ = self.to_client.send(ToClient::Send(pubcomp)).await;
+                            cut = Some(None);
+                        }
+                    }
+                }
+                packet_type::SUBSCRIBE if self.rights != Rights::All => {
+                    match Subscribe::parse(h.flags, body, self.version) {
+                        Ok(subscribe) => cut = self.check_subscribe(subscribe).await,
+                        Err(e) => {
+                            ends = Some(DisconnectReason::ProtocolError(format!(
+                                "malformed SUBSCRIBE: {e}"
+                            )));
+                            break;
+                        }
                     }
                 }
                 packet_type::DISCONNECT => {
@@ -909,17 +1218,18 @@ impl Upstream {
                 }
                 _ => {}
             }
+            if let Some(instead) = cut {
+                self.forward(&chunk[from..at]).await?;
+                if let Some(instead) = instead {
+                    self.forward(&instead).await?;
+                }
+                from = frame_end;
+            }
             at = frame_end;
         }
-        // Everything before `at` is forwarded unchanged; a packet that ends
-        // the connection is not.
-        if at > 0 {
-            if let Err(e) = self.router.write_all(&chunk[..at]).await {
-                return Err(DisconnectReason::ServerClosed(format!(
-                    "the router connection broke: {e}"
-                )));
-            }
-        }
+        // Everything else before `at` is forwarded unchanged; a packet that
+        // ends the connection is not.
+        self.forward(&chunk[from..at]).await?;
         if let Some(reason) = ends {
             return Ok(Some(reason));
         }
@@ -928,6 +1238,99 @@ impl Upstream {
             return Ok(Some(DisconnectReason::PacketTooLarge));
         }
         Ok(None)
+    }
+
+    async fn forward(&mut self, bytes: &[u8]) -> Result<(), DisconnectReason> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.router.write_all(bytes).await.map_err(|e| {
+            DisconnectReason::ServerClosed(format!("the router connection broke: {e}"))
+        })
+    }
+
+    /// Drops a PUBLISH the client may not make, counts it, and answers it
+    /// (MQTT 5: "not authorized"; 3.1.1 has no such answer, so the usual
+    /// acknowledgement, as brokers do).
+    async fn refuse_publish(&mut self, publish: &Publish) {
+        let n = self
+            .shared
+            .refused_publishes
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(client_id = %self.client_id, topic = %publish.topic, "dropped a PUBLISH outside what the client may publish ({n} dropped since start)");
+        } else {
+            tracing::debug!(client_id = %self.client_id, topic = %publish.topic, "dropped a PUBLISH outside what the client may publish");
+        }
+        let ack = match (publish.qos, publish.packet_id) {
+            (1, Some(id)) => publish_ack(packet_type::PUBACK, id, NOT_AUTHORIZED, self.version),
+            (2, Some(id)) => {
+                if self.version == MqttVersion::V311 {
+                    self.refused_qos2.insert(id);
+                }
+                publish_ack(packet_type::PUBREC, id, NOT_AUTHORIZED, self.version)
+            }
+            _ => return,
+        };
+        let _ = self.to_client.send(ToClient::Send(ack)).await;
+    }
+
+    /// Takes out of a SUBSCRIBE the filters the client may not have.
+    /// `None`: forward it as it is; `Some(None)`: all refused, answered
+    /// here; `Some(Some(packet))`: forward this one instead, and merge the
+    /// refusals into its SUBACK on the way back.
+    async fn check_subscribe(&mut self, mut subscribe: Subscribe) -> Option<Option<Bytes>> {
+        let refused_code = match self.version {
+            MqttVersion::V5 => NOT_AUTHORIZED,
+            MqttVersion::V311 => SUBACK_FAILURE,
+        };
+        let slots: Vec<Option<u8>> = subscribe
+            .filters
+            .iter()
+            .map(|f| (!self.rights.may_subscribe(&f.filter)).then_some(refused_code))
+            .collect();
+        let refused: Vec<&str> = subscribe
+            .filters
+            .iter()
+            .zip(&slots)
+            .filter(|(_, slot)| slot.is_some())
+            .map(|(f, _)| f.filter.as_str())
+            .collect();
+        if refused.is_empty() {
+            return None;
+        }
+        self.shared
+            .refused_subscriptions
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        tracing::info!(client_id = %self.client_id, "refused subscriptions outside what the client may read: {refused:?}");
+        if refused.len() == slots.len() {
+            let suback = SubAck {
+                packet_id: subscribe.packet_id,
+                properties_raw: Bytes::new(),
+                codes: slots.into_iter().flatten().collect(),
+            };
+            let _ = self
+                .to_client
+                .send(ToClient::Send(suback.encode(self.version)))
+                .await;
+            return Some(None);
+        }
+        subscribe.filters = subscribe
+            .filters
+            .into_iter()
+            .zip(&slots)
+            .filter(|(_, slot)| slot.is_none())
+            .map(|(f, _)| f)
+            .collect();
+        self.link
+            .pending_subacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(subscribe.packet_id, slots);
+        let mut packet = BytesMut::new();
+        subscribe.encode(self.version, &mut packet);
+        Some(Some(packet.freeze()))
     }
 
     fn refuse_too_large(&self, h: &FrameHeader, topic: Option<&str>) {
@@ -986,7 +1389,8 @@ async fn forward_down(
     loop {
         // Forward what is complete.
         let mut end = 0;
-        let mut drop_at = None;
+        // A packet not to forward as it is: its length, and what goes instead.
+        let mut cut: Option<(usize, Option<Bytes>)> = None;
         while let Ok(Some(h)) = codec::parse_frame_header(&buf[end..]) {
             if end + h.total_len() > buf.len() {
                 break;
@@ -995,8 +1399,15 @@ async fn forward_down(
                 && link.injected_pings.load(Ordering::Acquire) > 0
             {
                 link.injected_pings.fetch_sub(1, Ordering::AcqRel);
-                drop_at = Some((end, h.total_len()));
+                cut = Some((h.total_len(), None));
                 break;
+            }
+            if h.packet_type == packet_type::SUBACK {
+                let body = &buf[end + h.header_len..end + h.total_len()];
+                if let Some(merged) = link.merge_suback(body) {
+                    cut = Some((h.total_len(), Some(merged)));
+                    break;
+                }
             }
             end += h.total_len();
         }
@@ -1006,8 +1417,13 @@ async fn forward_down(
                 return DisconnectReason::Dropped;
             }
         }
-        if let Some((_, len)) = drop_at {
+        if let Some((len, instead)) = cut {
             buf.advance(len);
+            if let Some(instead) = instead {
+                if client.write(instead).await.is_err() {
+                    return DisconnectReason::Dropped;
+                }
+            }
             continue;
         }
         if buf.capacity() - buf.len() < 16 * 1024 {
@@ -1021,12 +1437,23 @@ async fn forward_down(
                 }
                 Ok(_) => {}
             },
-            command = commands.recv() => {
-                if let Some(ToClient::Close(Some(last))) = command {
-                    let _ = client.write(last).await;
+            command = commands.recv() => match command {
+                Some(ToClient::Send(packet)) => {
+                    if client.write(packet).await.is_err() {
+                        return DisconnectReason::Dropped;
+                    }
                 }
-                client.close().await;
-                return DisconnectReason::Shutdown;
+                Some(ToClient::Close(last)) => {
+                    if let Some(last) = last {
+                        let _ = client.write(last).await;
+                    }
+                    client.close().await;
+                    return DisconnectReason::Shutdown;
+                }
+                None => {
+                    client.close().await;
+                    return DisconnectReason::Shutdown;
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
-//! A client's byte stream, whether it came over TCP or WebSocket.
+//! A client's byte stream, whether it came over TCP or WebSocket, with or
+//! without TLS.
 //!
 //! MQTT over WebSocket carries the same bytes in binary messages, and a message
 //! boundary means nothing to MQTT: the front door reads both as one stream of
@@ -8,24 +9,29 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-type Ws = WebSocketStream<TcpStream>;
+/// TCP inside TLS.
+pub(crate) type TlsTcp = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// The half of a client connection the front door reads from.
 pub(crate) enum ClientReader {
     Tcp(OwnedReadHalf),
-    Ws(SplitStream<Ws>),
+    Tls(ReadHalf<TlsTcp>),
+    Ws(SplitStream<WebSocketStream<TcpStream>>),
+    Wss(SplitStream<WebSocketStream<TlsTcp>>),
 }
 
 /// The half of a client connection the front door writes to.
 pub(crate) enum ClientWriter {
     Tcp(OwnedWriteHalf),
-    Ws(SplitSink<Ws, Message>),
+    Tls(WriteHalf<TlsTcp>),
+    Ws(SplitSink<WebSocketStream<TcpStream>, Message>),
+    Wss(SplitSink<WebSocketStream<TlsTcp>, Message>),
 }
 
 pub(crate) fn split_tcp(stream: TcpStream) -> (ClientReader, ClientWriter) {
@@ -33,9 +39,53 @@ pub(crate) fn split_tcp(stream: TcpStream) -> (ClientReader, ClientWriter) {
     (ClientReader::Tcp(r), ClientWriter::Tcp(w))
 }
 
-pub(crate) fn split_ws(stream: Ws) -> (ClientReader, ClientWriter) {
+pub(crate) fn split_tls(stream: TlsTcp) -> (ClientReader, ClientWriter) {
+    let (r, w) = tokio::io::split(stream);
+    (ClientReader::Tls(r), ClientWriter::Tls(w))
+}
+
+pub(crate) fn split_ws(stream: WebSocketStream<TcpStream>) -> (ClientReader, ClientWriter) {
     let (w, r) = stream.split();
     (ClientReader::Ws(r), ClientWriter::Ws(w))
+}
+
+pub(crate) fn split_wss(stream: WebSocketStream<TlsTcp>) -> (ClientReader, ClientWriter) {
+    let (w, r) = stream.split();
+    (ClientReader::Wss(r), ClientWriter::Wss(w))
+}
+
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 16 * 1024 {
+        buf.reserve(64 * 1024);
+    }
+}
+
+async fn read_ws<S: AsyncRead + AsyncWrite + Unpin>(
+    r: &mut SplitStream<WebSocketStream<S>>,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
+    loop {
+        match r.next().await {
+            None => return Ok(0),
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            Some(Ok(Message::Binary(data))) => {
+                if data.is_empty() {
+                    continue;
+                }
+                buf.extend_from_slice(&data);
+                return Ok(data.len());
+            }
+            Some(Ok(Message::Close(_))) => return Ok(0),
+            Some(Ok(Message::Text(_))) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a text WebSocket message: MQTT over WebSocket must use binary messages",
+                ))
+            }
+            // Pings are answered by tungstenite itself.
+            Some(Ok(_)) => continue,
+        }
+    }
 }
 
 impl ClientReader {
@@ -44,31 +94,15 @@ impl ClientReader {
     pub(crate) async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
             ClientReader::Tcp(r) => {
-                if buf.capacity() - buf.len() < 16 * 1024 {
-                    buf.reserve(64 * 1024);
-                }
+                make_room(buf);
                 r.read_buf(buf).await
             }
-            ClientReader::Ws(r) => loop {
-                match r.next().await {
-                    None => return Ok(0),
-                    Some(Err(e)) => return Err(io::Error::other(e)),
-                    Some(Ok(Message::Binary(data))) => {
-                        if data.is_empty() {
-                            continue;
-                        }
-                        buf.extend_from_slice(&data);
-                        return Ok(data.len());
-                    }
-                    Some(Ok(Message::Close(_))) => return Ok(0),
-                    Some(Ok(Message::Text(_))) => return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "a text WebSocket message: MQTT over WebSocket must use binary messages",
-                    )),
-                    // Pings are answered by tungstenite itself.
-                    Some(Ok(_)) => continue,
-                }
-            },
+            ClientReader::Tls(r) => {
+                make_room(buf);
+                r.read_buf(buf).await
+            }
+            ClientReader::Ws(r) => read_ws(r, buf).await,
+            ClientReader::Wss(r) => read_ws(r, buf).await,
         }
     }
 }
@@ -78,7 +112,15 @@ impl ClientWriter {
     pub(crate) async fn write(&mut self, data: Bytes) -> io::Result<()> {
         match self {
             ClientWriter::Tcp(w) => w.write_all(&data).await,
+            ClientWriter::Tls(w) => {
+                w.write_all(&data).await?;
+                w.flush().await
+            }
             ClientWriter::Ws(w) => w
+                .send(Message::Binary(data))
+                .await
+                .map_err(io::Error::other),
+            ClientWriter::Wss(w) => w
                 .send(Message::Binary(data))
                 .await
                 .map_err(io::Error::other),
@@ -89,7 +131,9 @@ impl ClientWriter {
     pub(crate) async fn close(&mut self) {
         let _ = match self {
             ClientWriter::Tcp(w) => w.shutdown().await,
+            ClientWriter::Tls(w) => w.shutdown().await,
             ClientWriter::Ws(w) => w.close().await.map_err(io::Error::other),
+            ClientWriter::Wss(w) => w.close().await.map_err(io::Error::other),
         };
     }
 }

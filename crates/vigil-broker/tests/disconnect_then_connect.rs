@@ -107,6 +107,8 @@ async fn start() -> Broker {
     let config = BrokerConfig {
         mqtt_listen: "127.0.0.1:0".parse().unwrap(),
         ws_listen: None,
+        tls_listen: None,
+        wss_listen: None,
         ..BrokerConfig::default()
     };
     let (tx, mut rx) = mpsc::channel(1024);

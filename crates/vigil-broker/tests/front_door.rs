@@ -16,6 +16,8 @@ async fn start(max_payload: usize) -> (Broker, mpsc::Receiver<Observation>) {
         ws_listen: Some("127.0.0.1:0".parse().unwrap()),
         max_payload,
         connect_timeout: Duration::from_secs(2),
+        tls_listen: None,
+        wss_listen: None,
         ..BrokerConfig::default()
     };
     let (tx, rx) = mpsc::channel(1024);
@@ -250,6 +252,8 @@ async fn a_taken_port_is_named() {
     let config = BrokerConfig {
         mqtt_listen: addr,
         ws_listen: None,
+        tls_listen: None,
+        wss_listen: None,
         ..BrokerConfig::default()
     };
     let (tx, _rx) = mpsc::channel(1);

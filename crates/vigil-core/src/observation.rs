@@ -83,6 +83,22 @@ pub enum Transport {
     Tcp,
     /// MQTT over WebSocket.
     Ws,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl Transport {
+    /// Whether the connection is encrypted.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    /// Whether MQTT arrives in WebSocket messages.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
+    }
 }
 
 /// A client connection event.

@@ -9,7 +9,8 @@ use vigil_core::MqttVersion;
 
 use super::{
     assigned_client_id, disconnect_reason, next_frame, parse_frame_header, split_property_block,
-    valid_topic_filter, ConnAck, Connect, Disconnect, FrameHeader, Properties, Publish, Subscribe,
+    valid_topic_filter, ConnAck, Connect, Disconnect, FrameHeader, Properties, Publish, SubAck,
+    Subscribe,
 };
 
 const VERSIONS: [MqttVersion; 2] = [MqttVersion::V311, MqttVersion::V5];
@@ -69,6 +70,19 @@ fn every_parser(flags: u8, body: Bytes) -> usize {
         if let Ok(d) = Disconnect::parse(&body, version) {
             assert!(d.properties_v5().is_ok());
             assert_eq!(disconnect_reason(&body, version), Ok(d.reason_code));
+            parsed += 1;
+        }
+        // A SUBACK (merged with refusals by the front door) parses back to
+        // itself once encoded.
+        if let Ok(a) = SubAck::parse(&body, version) {
+            let whole = a.encode(version);
+            let h = parse_frame_header(&whole)
+                .expect("an encoded SUBACK frames")
+                .expect("whole");
+            assert_eq!(
+                SubAck::parse(&whole[h.header_len..], version),
+                Ok(a.clone())
+            );
             parsed += 1;
         }
         // SUBSCRIBE with the flags given, and with the only valid ones.

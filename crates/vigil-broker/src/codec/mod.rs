@@ -36,6 +36,7 @@
 //! CONNECT its packets are those of 3.1.1, so the rest of this module knows
 //! only [`MqttVersion::V311`] and [`MqttVersion::V5`].
 
+mod ack;
 mod connack;
 mod connect;
 mod disconnect;
@@ -53,6 +54,7 @@ mod tests;
 use bytes::{BufMut, Bytes, BytesMut};
 pub use vigil_core::MqttVersion;
 
+pub use ack::{publish_ack, SubAck};
 pub use connack::{assigned_client_id, ConnAck, ConnAckProperties, Refusal};
 pub use connect::{Connect, ConnectProperties, Will, WillProperties};
 pub use disconnect::{
