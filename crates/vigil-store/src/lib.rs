@@ -28,6 +28,7 @@
 //! space back without a full `VACUUM`).
 #![deny(missing_docs)]
 
+mod accounts;
 mod apply;
 mod changes;
 mod devices;
@@ -40,6 +41,7 @@ mod testutil;
 mod types;
 mod writer;
 
+pub use accounts::{Account, AccountKind};
 pub use changes::{Change, DeviceDescription, DeviceSettings, WebhookDelivery};
 pub use devices::{DeviceRow, MetricRow, PresenceChange};
 pub use error::StoreError;
