@@ -70,9 +70,11 @@ class Vigil:
         self.stderr_paths: list[Path] = []
 
     # process ----------------------------------------------------------------
-    def command(self, *, mqtt: str = f"{HOST}:0", ws: str = f"{HOST}:0", http: str = f"{HOST}:0") -> list[str]:
+    def command(self, *, mqtt: str = f"{HOST}:0", ws: str = f"{HOST}:0", http: str = f"{HOST}:0",
+                tls: str = f"{HOST}:0", wss: str = f"{HOST}:0") -> list[str]:
         return [str(VIGIL_BIN), "serve", "--data-dir", str(self.data_dir),
-                "--mqtt-listen", mqtt, "--ws-listen", ws, "--http-listen", http, *self.extra_args]
+                "--mqtt-listen", mqtt, "--ws-listen", ws, "--http-listen", http,
+                "--tls-listen", tls, "--wss-listen", wss, *self.extra_args]
 
     def spawn(self, cmd: list[str]) -> subprocess.Popen:
         self.generation += 1
@@ -208,6 +210,14 @@ class Vigil:
     @property
     def ws_addr(self) -> tuple[str, int]:
         return _addr(self.ready["ws"])
+
+    @property
+    def tls_addr(self) -> tuple[str, int]:
+        return _addr(self.ready["tls"])
+
+    @property
+    def wss_addr(self) -> tuple[str, int]:
+        return _addr(self.ready["wss"])
 
     @property
     def http_addr(self) -> tuple[str, int]:

@@ -40,7 +40,12 @@ def test_broker_view_lists_listeners_and_connected_clients(vigil):
     protocols = {l["protocol"]: l for l in view["listeners"]}
     assert protocols["mqtt"]["address"] == vigil.ready["mqtt"]
     assert protocols["ws"]["address"] == vigil.ready["ws"] and protocols["ws"]["path"] == "/mqtt"
-    assert all(l["loopback_only"] and not l["tls"] for l in view["listeners"])
+    assert protocols["mqtts"]["address"] == vigil.ready["tls"] and protocols["mqtts"]["tls"]
+    assert protocols["wss"]["address"] == vigil.ready["wss"] and protocols["wss"]["path"] == "/mqtt"
+    assert protocols["mqtts"]["client_certificates"] == "optional"
+    assert not protocols["mqtt"]["tls"] and not protocols["ws"]["tls"]
+    assert all(l["loopback_only"] for l in view["listeners"])
+    assert view["refused_publishes"] == 0 and view["refused_subscriptions"] == 0
     [me] = [x for x in view["clients"] if x["client_id"] == f"{device}-client"]
     assert me["device"] == device and me["transport"] == "tcp" and me["peer"].startswith("127.0.0.1:")
     c.disconnect()

@@ -6,12 +6,14 @@
 //! - `vigil bench ingest`: a load generator against a fresh `vigil serve`
 //!   ([`bench`]).
 //! - `vigil certs`: the local CA ([`certs`]).
+//! - `vigil users`: the broker's accounts ([`users`]).
 
 mod bench;
 mod certs;
 mod http;
 mod serve;
 mod ui;
+mod users;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +34,8 @@ enum Command {
     Bench(BenchCommand),
     /// The local certificate authority: init, issue, list, revoke, export, import.
     Certs(certs::CertsArgs),
+    /// The broker's accounts: add, remove, list.
+    Users(users::UsersArgs),
 }
 
 #[derive(Subcommand)]
@@ -67,6 +71,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Bench(BenchCommand::Ingest(args)) => bench::run_ingest(args).await,
+            Command::Users(args) => users::run(args).await,
             Command::Certs(_) => unreachable!("run without the runtime above"),
         }
     });

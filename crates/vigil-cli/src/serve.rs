@@ -22,6 +22,16 @@ pub struct ServeArgs {
     /// MQTT over WebSocket [default: 127.0.0.1:8083]
     #[arg(long, env = "VIGIL_WS_LISTEN")]
     ws_listen: Option<SocketAddr>,
+    /// MQTT over TLS, or `off` [default: 0.0.0.0:8883]
+    #[arg(long, env = "VIGIL_TLS_LISTEN", value_parser = listen_or_off)]
+    tls_listen: Option<Listen>,
+    /// MQTT over secure WebSocket, or `off` [default: 0.0.0.0:8084]
+    #[arg(long, env = "VIGIL_WSS_LISTEN", value_parser = listen_or_off)]
+    wss_listen: Option<Listen>,
+    /// Let plain MQTT (TCP, WebSocket) listen beyond loopback: unencrypted,
+    /// passwords included. Vigil warns at every start.
+    #[arg(long, env = "VIGIL_ALLOW_INSECURE_REMOTE")]
+    allow_insecure_remote: bool,
     /// The HTTP API and live events [default: 127.0.0.1:8080]
     #[arg(long, env = "VIGIL_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
@@ -45,6 +55,15 @@ impl ServeArgs {
         if let Some(a) = self.ws_listen {
             config.broker.ws_listen = Some(a);
         }
+        if let Some(Listen(a)) = self.tls_listen {
+            config.broker.tls_listen = a;
+        }
+        if let Some(Listen(a)) = self.wss_listen {
+            config.broker.wss_listen = a;
+        }
+        if self.allow_insecure_remote {
+            config.broker.allow_insecure_remote = true;
+        }
         if let Some(a) = self.http_listen {
             config.http.listen = a;
         }
@@ -54,6 +73,19 @@ impl ServeArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// A listener's address, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+fn listen_or_off(text: &str) -> Result<Listen, String> {
+    if text == "off" {
+        return Ok(Listen(None));
+    }
+    text.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|e| format!("{e}: give an address such as 0.0.0.0:8883, or `off`"))
 }
 
 /// Runs until SIGINT or SIGTERM, then stops in order and returns.
@@ -77,17 +109,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "mqtt": engine.mqtt_addr().to_string(),
         "ws": engine.ws_addr().map(|a| a.to_string()),
         "ws_path": config.broker.ws_path,
+        "tls": engine.tls_addr().map(|a| a.to_string()),
+        "wss": engine.wss_addr().map(|a| a.to_string()),
         "http": http_addr.to_string(),
         "data_dir": config.data_dir,
     });
     println!("{ready}");
     tracing::info!(
-        "Vigil is running — open http://{} — MQTT: mqtt://{}  WebSocket: {}  data: {}",
+        "Vigil is running — open http://{} — MQTT: mqtt://{}  WebSocket: {}  TLS: {}  secure WebSocket: {}  data: {}",
         http_addr,
         engine.mqtt_addr(),
         engine
             .ws_addr()
             .map(|a| format!("ws://{a}{}", config.broker.ws_path))
+            .unwrap_or_else(|| "off".into()),
+        engine
+            .tls_addr()
+            .map(|a| format!("mqtts://{a}"))
+            .unwrap_or_else(|| "off".into()),
+        engine
+            .wss_addr()
+            .map(|a| format!("wss://{a}{}", config.broker.ws_path))
             .unwrap_or_else(|| "off".into()),
         config.data_dir.display()
     );

@@ -7,8 +7,14 @@
 //! [broker]
 //! mqtt_listen = "127.0.0.1:1883"
 //! ws_listen = "127.0.0.1:8083"
+//! tls_listen = "0.0.0.0:8883"
+//! wss_listen = "0.0.0.0:8084"
+//! tls_client_certs = "optional"   # or "required", "off"
 //! ws_path = "/mqtt"
 //! max_payload = 1048576
+//! [auth]
+//! anonymous = "loopback"          # or "off"
+//! device_publish = ["%u/#", "+/%u/#", "%CN/#", "+/%CN/#"]
 //! [http]
 //! listen = "127.0.0.1:8080"
 //! [store]
@@ -25,6 +31,7 @@ use vigil_broker::BrokerConfig;
 use vigil_core::presence::PresenceConfig;
 use vigil_core::{ConventionsConfig, DeviceRule};
 
+use crate::auth::AuthConfig;
 use crate::error::EngineError;
 
 /// Everything Vigil can be told.
@@ -36,6 +43,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The embedded broker.
     pub broker: BrokerConfig,
+    /// Who may log in to it, and their default rights.
+    pub auth: AuthConfig,
     /// The HTTP API of `vigil serve`.
     pub http: HttpConfig,
     /// Storage and retention.
@@ -99,6 +108,7 @@ impl Default for Config {
         Config {
             data_dir: default_data_dir(),
             broker: BrokerConfig::default(),
+            auth: AuthConfig::default(),
             http: HttpConfig::default(),
             store: StoreConfig::default(),
             devices: DeviceRule::default(),
@@ -174,6 +184,7 @@ impl Config {
                 self.broker.ws_path
             )));
         }
+        self.broker.validate().map_err(EngineError::Config)?;
         self.conventions.validate().map_err(EngineError::Config)?;
         self.presence.validate().map_err(EngineError::Config)?;
         for url in &self.alerts.webhooks {
@@ -204,6 +215,9 @@ mod tests {
         assert!(c.broker.mqtt_listen.ip().is_loopback());
         assert!(c.broker.ws_listen.unwrap().ip().is_loopback());
         assert!(c.http.listen.ip().is_loopback());
+        // Only TLS reaches the network.
+        assert!(!c.broker.tls_listen.unwrap().ip().is_loopback());
+        assert!(!c.broker.allow_insecure_remote);
         assert_eq!(c.broker.max_payload, 1024 * 1024);
     }
 
@@ -230,5 +244,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("flush_rows"), "{e}");
+        let e = Config::from_toml("[broker]\nmqtt_listen = \"0.0.0.0:1883\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allow_insecure_remote"), "{e}");
+        Config::from_toml(
+            "[broker]\nmqtt_listen = \"0.0.0.0:1883\"\nallow_insecure_remote = true\n",
+        )
+        .unwrap();
     }
 }

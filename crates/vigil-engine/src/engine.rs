@@ -10,7 +10,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
-use vigil_broker::Broker;
+use vigil_broker::{Broker, Security};
+
+use crate::auth::Gatekeeper;
 use vigil_core::alert::{Alert, AlertEvaluator, AlertRule};
 use vigil_core::presence::PresenceTracker;
 use vigil_core::{now_micros, Conventions, Message, MessageRef, Observation};
@@ -66,6 +68,10 @@ pub struct BrokerView {
     pub max_payload: u64,
     /// Connections allowed at once.
     pub max_connections: u64,
+    /// PUBLISHes dropped since start: outside what their client may publish.
+    pub refused_publishes: u64,
+    /// Subscriptions refused since start: outside what their client may read.
+    pub refused_subscriptions: u64,
     /// Clients connected now, by client id.
     pub clients: Vec<ClientView>,
 }
@@ -74,7 +80,7 @@ pub struct BrokerView {
 #[derive(Debug, Serialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct ListenerView {
-    /// `mqtt` (TCP) or `ws` (WebSocket).
+    /// `mqtt` (TCP), `ws` (WebSocket), `mqtts` (TLS) or `wss` (secure WebSocket).
     pub protocol: String,
     /// The address it is bound to.
     pub address: String,
@@ -82,6 +88,8 @@ pub struct ListenerView {
     pub path: Option<String>,
     /// Whether it speaks TLS.
     pub tls: bool,
+    /// For TLS: whether client certificates are `required`, `optional` or `off`.
+    pub client_certificates: Option<String>,
     /// Whether only this machine can reach it.
     pub loopback_only: bool,
 }
@@ -103,7 +111,7 @@ pub struct Stats {
 pub struct Engine {
     config: Config,
     store: Store,
-    broker: Broker,
+    broker: Arc<Broker>,
     bus: EventBus,
     observations: mpsc::Sender<Observation>,
     commands: mpsc::Sender<Command>,
@@ -114,6 +122,7 @@ pub struct Engine {
     retention: JoinHandle<()>,
     webhooks: JoinHandle<()>,
     announce: Option<JoinHandle<()>>,
+    addresses: JoinHandle<()>,
 }
 
 impl Engine {
@@ -152,14 +161,23 @@ impl Engine {
             }),
         )?;
         let (observations, observed) = mpsc::channel(OBSERVATION_QUEUE);
-        let broker = match Broker::start(config.broker.clone(), observations.clone()).await {
-            Ok(b) => b,
+        let security = match security(&config, &store) {
+            Ok(s) => s,
             Err(e) => {
                 let _ = writer.shutdown().await;
                 store.close().await;
-                return Err(e.into());
+                return Err(e);
             }
         };
+        let broker =
+            match Broker::start_with(config.broker.clone(), security, observations.clone()).await {
+                Ok(b) => Arc::new(b),
+                Err(e) => {
+                    let _ = writer.shutdown().await;
+                    store.close().await;
+                    return Err(e.into());
+                }
+            };
         let retained = store.retained().await?;
         let restored = retained.len();
         // What discovery taught (Home Assistant configs, Zigbee2MQTT's device
@@ -230,6 +248,7 @@ impl Engine {
         let (commands, commanded) = mpsc::channel(64);
         let task = tokio::spawn(ingest.run(observed, commanded, stopped));
         let retention = tokio::spawn(run_retention(writer.clone(), config.store.clone()));
+        let addresses = tokio::spawn(follow_addresses(config.clone(), Arc::downgrade(&broker)));
         let webhooks = tokio::spawn(crate::webhook::run(store.clone(), writer, webhook_wake));
         let announce = config.presence.announce_on_start.then(|| {
             let nodes: Vec<String> = known_devices
@@ -258,6 +277,7 @@ impl Engine {
             retention,
             webhooks,
             announce,
+            addresses,
         })
     }
 
@@ -276,24 +296,51 @@ impl Engine {
         self.broker.ws_addr()
     }
 
+    /// Where MQTT over TLS listens, if enabled.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.broker.tls_addr()
+    }
+
+    /// Where MQTT over secure WebSocket listens, if enabled.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.broker.wss_addr()
+    }
+
     /// The broker's listeners and the clients connected now.
     pub async fn broker(&self) -> Result<BrokerView, EngineError> {
         let clients = self.query(|reply| Command::Clients { reply }).await?;
-        let listener = |protocol: &str, address: SocketAddr, path: Option<&str>| ListenerView {
-            protocol: protocol.to_owned(),
-            address: address.to_string(),
-            path: path.map(str::to_owned),
-            tls: false,
-            loopback_only: address.ip().is_loopback(),
-        };
-        let mut listeners = vec![listener("mqtt", self.mqtt_addr(), None)];
-        if let Some(ws) = self.ws_addr() {
-            listeners.push(listener("ws", ws, Some(&self.config.broker.ws_path)));
-        }
+        let b = &self.config.broker;
+        let path = Some(b.ws_path.as_str());
+        let listeners = [
+            ("mqtt", Some(self.mqtt_addr()), None, None),
+            ("ws", self.ws_addr(), path, None),
+            ("mqtts", self.tls_addr(), None, Some(b.tls_client_certs)),
+            ("wss", self.wss_addr(), path, Some(b.wss_client_certs)),
+        ]
+        .into_iter()
+        .filter_map(|(protocol, address, path, certs)| {
+            address.map(|address| ListenerView {
+                protocol: protocol.to_owned(),
+                address: address.to_string(),
+                path: path.map(str::to_owned),
+                tls: certs.is_some(),
+                client_certificates: certs.map(|c| {
+                    serde_json::to_value(c)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                }),
+                loopback_only: address.ip().is_loopback(),
+            })
+        })
+        .collect();
+        let refusals = self.broker.refusals();
         Ok(BrokerView {
             listeners,
-            max_payload: self.config.broker.max_payload as u64,
-            max_connections: self.config.broker.max_connections as u64,
+            max_payload: b.max_payload as u64,
+            max_connections: b.max_connections as u64,
+            refused_publishes: refusals.publishes,
+            refused_subscriptions: refusals.subscriptions,
             clients,
         })
     }
@@ -515,6 +562,7 @@ impl Engine {
     pub async fn shutdown(&self) {
         self.retention.abort();
         self.webhooks.abort();
+        self.addresses.abort();
         if let Some(announce) = &self.announce {
             announce.abort();
         }
@@ -528,6 +576,63 @@ impl Engine {
             }
         }
         self.store.close().await;
+    }
+}
+
+/// The broker's TLS certificate (from the local CA, made on first start) and
+/// the gate over the store's accounts.
+fn security(config: &Config, store: &Store) -> Result<Security, EngineError> {
+    let gate = Arc::new(Gatekeeper::new(
+        store.clone(),
+        crate::certs::pki_dir(config),
+        config.auth.clone(),
+    ));
+    let tls = if config.broker.tls_listen.is_some() || config.broker.wss_listen.is_some() {
+        let pki = crate::certs::open(config)
+            .map_err(|e| EngineError::Config(format!("the local CA: {e}")))?;
+        let material = crate::certs::tls_material(&pki, &crate::certs::server_names())
+            .map_err(|e| EngineError::Config(format!("the server certificate: {e}")))?;
+        Some(material)
+    } else {
+        None
+    };
+    Ok(Security { tls, gate })
+}
+
+/// How often the machine's addresses are looked at.
+const ADDRESS_CHECK: Duration = Duration::from_secs(30);
+
+/// Re-issues the server certificate when the machine's addresses change
+/// (a laptop moved to another network), so devices that connect by address
+/// still verify it. The CA stays.
+async fn follow_addresses(config: Config, broker: std::sync::Weak<Broker>) {
+    if config.broker.tls_listen.is_none() && config.broker.wss_listen.is_none() {
+        return;
+    }
+    let mut names = crate::certs::server_names();
+    loop {
+        tokio::time::sleep(ADDRESS_CHECK).await;
+        let now = crate::certs::server_names();
+        if now == names {
+            continue;
+        }
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let material =
+            crate::certs::open(&config).and_then(|pki| crate::certs::tls_material(&pki, &now));
+        match material
+            .map_err(|e| e.to_string())
+            .and_then(|m| broker.replace_tls(&m).map_err(|e| e.to_string()))
+        {
+            Ok(()) => {
+                tracing::info!(names = ?now, "this machine's addresses changed: the server certificate was issued again for them");
+                names = now;
+            }
+            Err(e) => {
+                tracing::error!("cannot issue the server certificate for the new addresses: {e}")
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 //! the engine drains every observation it accepted, the writer commits them.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod bus;
 pub mod certs;
 pub mod config;

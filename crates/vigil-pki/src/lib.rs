@@ -336,17 +336,7 @@ impl Pki {
     }
 
     fn revoked(&self) -> Result<BTreeMap<String, Revoked>> {
-        let path = self.dir.join("revoked.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| invalid(format!("{} is damaged: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(source) => Err(PkiError::Io {
-                what: "reading",
-                path,
-                source,
-            }),
-        }
+        revocations(&self.dir)
     }
 
     /// Writes the device's bundle into `out`: `ca.pem`, `<device>.pem`,
@@ -519,11 +509,42 @@ fn serial(seed: &str) -> SerialNumber {
 }
 
 /// A certificate as people see it, from its PEM.
+/// A certificate a client presented (DER, already verified against the CA
+/// by TLS), as people see it.
+pub fn describe_client_certificate(der: &[u8]) -> Result<CertInfo> {
+    info_der(Kind::Device, der)
+}
+
+/// Whether the CA in `dir` revoked the certificate with this serial (hex, as
+/// in [`CertInfo::serial`]). Reads only the revocation list: the CA's key is
+/// not needed.
+pub fn is_revoked_in(dir: &Path, serial: &str) -> Result<bool> {
+    Ok(revocations(dir)?.contains_key(serial))
+}
+
+/// The revocations of the CA in `dir` (serial → device and when).
+fn revocations(dir: &Path) -> Result<BTreeMap<String, Revoked>> {
+    let path = dir.join("revoked.json");
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("{} is damaged: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(source) => Err(PkiError::Io {
+            what: "reading",
+            path,
+            source,
+        }),
+    }
+}
+
 fn info(kind: Kind, pem: &str) -> Result<CertInfo> {
-    let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map_err(|e| invalid(format!("not a PEM certificate: {e}")))?;
-    let cert = der
-        .parse_x509()
+    info_der(kind, &pem.contents)
+}
+
+fn info_der(kind: Kind, der: &[u8]) -> Result<CertInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| invalid(format!("the certificate cannot be read: {e}")))?;
     let name = cert
         .subject()
@@ -556,7 +577,7 @@ fn info(kind: Kind, pem: &str) -> Result<CertInfo> {
                 .collect()
         })
         .unwrap_or_default();
-    let digest = Sha256::digest(&der.contents);
+    let digest = Sha256::digest(der);
     Ok(CertInfo {
         kind,
         name,
