@@ -19,6 +19,14 @@ max_payload: number,
  */
 max_connections: number, 
 /**
+ * PUBLISHes dropped since start: outside what their client may publish.
+ */
+refused_publishes: number, 
+/**
+ * Subscriptions refused since start: outside what their client may read.
+ */
+refused_subscriptions: number, 
+/**
  * Clients connected now, by client id.
  */
 clients: Array<ClientView>, };

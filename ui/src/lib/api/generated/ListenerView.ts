@@ -5,7 +5,7 @@
  */
 export type ListenerView = { 
 /**
- * `mqtt` (TCP) or `ws` (WebSocket).
+ * `mqtt` (TCP), `ws` (WebSocket), `mqtts` (TLS) or `wss` (secure WebSocket).
  */
 protocol: string, 
 /**
@@ -20,6 +20,10 @@ path: string | null,
  * Whether it speaks TLS.
  */
 tls: boolean, 
+/**
+ * For TLS: whether client certificates are `required`, `optional` or `off`.
+ */
+client_certificates: string | null, 
 /**
  * Whether only this machine can reach it.
  */

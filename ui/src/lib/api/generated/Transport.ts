@@ -3,4 +3,4 @@
 /**
  * How a client reached Vigil.
  */
-export type Transport = "tcp" | "ws";
+export type Transport = "tcp" | "ws" | "tls" | "wss";
