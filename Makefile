@@ -74,7 +74,7 @@ run: deps ui
 
 # The UI's TypeScript types are generated from the Rust types the API sends
 # (ts-rs, feature `ts`; .cargo/config.toml says where and how).
-TS_CRATES := -p vigil-core -p vigil-store -p vigil-engine --features vigil-engine/ts
+TS_CRATES := -p vigil-core -p vigil-store -p vigil-pki -p vigil-engine --features vigil-engine/ts
 types:
 	rm -rf ui/src/lib/api/generated
 	cargo test -q $(TS_CRATES) export_bindings >/dev/null

@@ -929,6 +929,11 @@ impl ServeChild {
                 command.env_remove(name);
             }
         }
+        // TLS listeners on loopback too; as variables, which a build from
+        // before they existed (--vigil-bin) ignores.
+        command
+            .env("VIGIL_TLS_LISTEN", "127.0.0.1:0")
+            .env("VIGIL_WSS_LISTEN", "127.0.0.1:0");
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start vigil serve ({})", exe.display()))?;

@@ -48,6 +48,8 @@ pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
         .route("/api/events", get(events))
         .route("/api/broker", get(broker))
         .route("/api/settings", get(settings))
+        .route("/api/certs", get(certificates).post(issue_certificate))
+        .route("/api/certs/revoke", post(revoke_certificate))
         .route(
             "/api/{*rest}",
             axum::routing::any(|| async {
@@ -56,6 +58,33 @@ pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
         )
         .fallback(crate::ui::serve)
         .with_state(App { engine, stopping })
+}
+
+/// `{"device": ".."}`: which device a certificate is for.
+#[derive(serde::Deserialize)]
+struct ForDevice {
+    device: String,
+}
+
+async fn certificates(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.certificates()?).into_response())
+}
+
+async fn issue_certificate(
+    State(app): State<App>,
+    request: Result<Json<ForDevice>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let device = body(request, "certificate request ({\"device\": \"..\"})")?.device;
+    let issued = app.engine.issue_certificate(&device)?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+async fn revoke_certificate(
+    State(app): State<App>,
+    request: Result<Json<ForDevice>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let device = body(request, "revocation ({\"device\": \"..\"})")?.device;
+    Ok(Json(app.engine.revoke_certificate(&device)?).into_response())
 }
 
 /// An error as the API says it.

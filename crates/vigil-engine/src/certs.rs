@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 pub use vigil_pki::{CertInfo, Issued, Kind, Pki, PkiError};
 
-use crate::Config;
+use crate::{Config, Engine, EngineError};
 
 /// Where the CA and the certificates it issued live.
 pub fn pki_dir(config: &Config) -> PathBuf {
@@ -24,6 +24,73 @@ pub fn host_name() -> String {
 /// Opens the installation's CA, making it on first use.
 pub fn open(config: &Config) -> Result<Pki, PkiError> {
     Pki::open_or_init(&pki_dir(config), &host_name())
+}
+
+/// A device certificate just issued, as the API returns it (the key only
+/// this once: Vigil keeps its copy in the CA folder for `export`).
+#[derive(Debug, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct IssuedView {
+    /// The certificate.
+    pub certificate: CertInfo,
+    /// PEM of the certificate.
+    pub cert_pem: String,
+    /// PEM of its private key.
+    pub key_pem: String,
+    /// PEM of the CA that devices must trust.
+    pub ca_pem: String,
+}
+
+/// The local CA and what it issued, as the API returns it.
+#[derive(Debug, serde::Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct CertificatesView {
+    /// The CA, the server certificate, then every device certificate.
+    pub certificates: Vec<CertInfo>,
+    /// PEM of the CA, for devices to trust.
+    pub ca_pem: String,
+}
+
+fn pki_error(e: PkiError) -> EngineError {
+    match e {
+        PkiError::NoSuchDevice(_) => EngineError::NotFound(e.to_string()),
+        PkiError::Invalid(_) => EngineError::BadRequest(e.to_string()),
+        PkiError::Io { .. } => EngineError::Config(e.to_string()),
+    }
+}
+
+/// The local CA through the engine, for the shells (the CLI's `vigil certs`
+/// does the same on the folder directly).
+impl Engine {
+    /// The CA, the server certificate and every device certificate.
+    pub fn certificates(&self) -> Result<CertificatesView, EngineError> {
+        let pki = open(self.config()).map_err(pki_error)?;
+        Ok(CertificatesView {
+            certificates: pki.list().map_err(pki_error)?,
+            ca_pem: pki.ca_pem().to_owned(),
+        })
+    }
+
+    /// Issues (or re-issues) a client certificate for `device`.
+    pub fn issue_certificate(&self, device: &str) -> Result<IssuedView, EngineError> {
+        let pki = open(self.config()).map_err(pki_error)?;
+        let issued = pki.issue_device(device).map_err(pki_error)?;
+        tracing::info!(device, serial = %issued.info.serial, "issued a device certificate");
+        Ok(IssuedView {
+            certificate: issued.info,
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+            ca_pem: pki.ca_pem().to_owned(),
+        })
+    }
+
+    /// Revokes `device`'s certificate: it is refused at its next connection.
+    pub fn revoke_certificate(&self, device: &str) -> Result<CertInfo, EngineError> {
+        let pki = open(self.config()).map_err(pki_error)?;
+        let info = pki.revoke(device).map_err(pki_error)?;
+        tracing::info!(device, serial = %info.serial, "revoked a device certificate");
+        Ok(info)
+    }
 }
 
 /// The names the server certificate must hold: localhost, this machine's

@@ -67,6 +67,7 @@ fn invalid(what: impl std::fmt::Display) -> PkiError {
 
 /// What kind of certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// The local CA.
@@ -79,6 +80,7 @@ pub enum Kind {
 
 /// A certificate as people see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct CertInfo {
     /// CA, server or device.
     pub kind: Kind,

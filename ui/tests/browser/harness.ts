@@ -43,7 +43,7 @@ export class Vigil {
   }
 
   private spawn(http: string, mqtt: string): Promise<void> {
-    const args = ["serve", "--data-dir", this.dataDir, "--http-listen", http, "--mqtt-listen", mqtt, "--ws-listen", "127.0.0.1:0", ...this.args];
+    const args = ["serve", "--data-dir", this.dataDir, "--http-listen", http, "--mqtt-listen", mqtt, "--ws-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--wss-listen", "127.0.0.1:0", ...this.args];
     this.proc = spawn(VIGIL_BIN, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, RUST_LOG: "info" },

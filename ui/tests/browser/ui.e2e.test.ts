@@ -181,6 +181,17 @@ describe("the UI in chromium", () => {
     await go("#/broker");
     await page.getByTestId("listeners").waitFor();
     await bothThemes("broker");
+    // A device certificate from the Broker screen: issued, offered as files, revoked.
+    const certs = page.getByTestId("certificates");
+    await certs.getByRole("textbox").fill("ward3/oximeter9");
+    await certs.getByRole("button", { name: "Issue a certificate" }).click();
+    await certs.getByRole("button", { name: "ward3%2Foximeter9.key" }).waitFor();
+    const row = certs.locator("tr", { hasText: "ward3/oximeter9" });
+    page.once("dialog", (d) => d.accept());
+    await row.getByRole("button", { name: "Revoke" }).click();
+    await certs.locator("tr.revoked", { hasText: "ward3/oximeter9" }).waitFor();
+    const listed = await vigil.api<{ certificates: { name: string; revoked: boolean }[] }>("/api/certs");
+    expect(listed.certificates.find((c) => c.name === "ward3/oximeter9")?.revoked).toBe(true);
     await go("#/settings");
     await page.getByTestId("theme").waitFor();
     await bothThemes("settings");

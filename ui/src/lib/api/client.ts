@@ -3,6 +3,9 @@
 import type { Alert } from "./generated/Alert";
 import type { AlertRule } from "./generated/AlertRule";
 import type { BrokerView } from "./generated/BrokerView";
+import type { CertificatesView } from "./generated/CertificatesView";
+import type { CertInfo } from "./generated/CertInfo";
+import type { IssuedView } from "./generated/IssuedView";
 import type { DeviceRow } from "./generated/DeviceRow";
 import type { DeviceSettings } from "./generated/DeviceSettings";
 import type { MessageView } from "./generated/MessageView";
@@ -14,7 +17,7 @@ import type { Stats } from "./generated/Stats";
 import type { Transport } from "./transport";
 
 export type * from "./generated/Alert";
-export type { AlertRule, BrokerView, DeviceRow, MessageView, PresenceChange, Series, Stats };
+export type { AlertRule, BrokerView, CertificatesView, CertInfo, DeviceRow, IssuedView, MessageView, PresenceChange, Series, Stats };
 export type { AlertEvent } from "./generated/AlertEvent";
 export type { Condition } from "./generated/Condition";
 export type { ClientView } from "./generated/ClientView";
@@ -72,6 +75,9 @@ export function api(t: Transport) {
     stats: () => t.get<Stats>("/api/stats"),
     broker: () => t.get<BrokerView>("/api/broker"),
     settings: () => t.get<Record<string, unknown>>("/api/settings"),
+    certificates: () => t.get<CertificatesView>("/api/certs"),
+    issueCertificate: (device: string) => t.send<IssuedView>("POST", "/api/certs", { device }),
+    revokeCertificate: (device: string) => t.send<CertInfo>("POST", "/api/certs/revoke", { device }),
   };
 }
 
