@@ -77,3 +77,36 @@ def test_messages_after_an_id_and_their_readings(vigil):
     since = vigil.messages(device=device, after=first["id"])
     assert [m["payload_text"] for m in since] == ["2", "1", "0"], "newest first, only those after"
     assert vigil.messages(device=device, after=since[0]["id"]) == []
+
+
+def test_certificates_are_issued_listed_and_revoked_through_the_api(vigil, tmp_path):
+    import subprocess
+    view = vigil.http_get_json("/api/certs")
+    kinds = [c["kind"] for c in view["certificates"]]
+    assert kinds[:2] == ["ca", "server"], kinds  # the CA is made at first start, the server certificate with it
+    assert "BEGIN CERTIFICATE" in view["ca_pem"] and "PRIVATE" not in json.dumps(view)
+    server = view["certificates"][1]
+    assert {"localhost", "127.0.0.1", "::1"} <= set(server["names"]), server
+
+    issued = vigil.http_post_json("/api/certs", {"device": "ward3/oximeter2"}, expect=201)
+    assert issued["certificate"]["name"] == "ward3/oximeter2" and not issued["certificate"]["revoked"]
+    assert len(issued["certificate"]["sha256"].split(":")) == 32
+    (tmp_path / "ca.pem").write_text(issued["ca_pem"])
+    (tmp_path / "dev.pem").write_text(issued["cert_pem"])
+    v = subprocess.run(["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(tmp_path / "ca.pem"),
+                        str(tmp_path / "dev.pem")], capture_output=True, text=True, timeout=30)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "PRIVATE KEY" in issued["key_pem"]
+    assert issued["key_pem"] not in vigil.stderr(), "the key is never logged"
+
+    listed = {c["name"]: c for c in vigil.http_get_json("/api/certs")["certificates"]}
+    assert listed["ward3/oximeter2"]["serial"] == issued["certificate"]["serial"]
+    revoked = vigil.http_post_json("/api/certs/revoke", {"device": "ward3/oximeter2"})
+    assert revoked["revoked"] is True
+    assert {c["name"]: c for c in vigil.http_get_json("/api/certs")["certificates"]}["ward3/oximeter2"]["revoked"]
+
+    nobody = vigil.http("POST", "/api/certs/revoke", {"device": "nobody"})
+    assert nobody.status == 404 and "no certificate for device 'nobody'" in nobody.json()["error"]
+    bad = vigil.http("POST", "/api/certs", {"device": ""})
+    assert bad.status == 400 and "device id" in bad.json()["error"], bad.body
+    assert vigil.http("POST", "/api/certs", {"name": "x"}).status == 400
