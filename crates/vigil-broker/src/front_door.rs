@@ -442,8 +442,13 @@ async fn serve_client(
             reason,
             reply,
             mut writer,
+            quiet,
         })) => {
-            tracing::info!(%peer, ?transport, "refused a connection: {reason}");
+            if quiet {
+                tracing::debug!(%peer, ?transport, "refused a connection: {reason}");
+            } else {
+                tracing::info!(%peer, ?transport, "refused a connection: {reason}");
+            }
             if let Some(w) = writer.as_mut() {
                 if let Some(reply) = reply {
                     let _ = w.write(reply).await;
@@ -776,6 +781,9 @@ struct OpenError {
     reason: String,
     reply: Option<Bytes>,
     writer: Option<ClientWriter>,
+    /// A peer that went away mid-handshake (a port scan, a health check):
+    /// not worth a line in the log at the default level.
+    quiet: bool,
 }
 
 /// Accepts the transport, then reads and checks the CONNECT.
@@ -790,6 +798,7 @@ async fn open(
         reason,
         reply: None,
         writer: None,
+        quiet: false,
     };
     let (tls, certificate) = match transport {
         Transport::Tls | Transport::Wss => {
@@ -798,11 +807,13 @@ async fn open(
                 _ => shared.wss.as_ref(),
             }
             .ok_or_else(|| early("no TLS certificate".into()))?;
-            let tls = acceptor
-                .get()
-                .accept(stream)
-                .await
-                .map_err(|e| early(format!("TLS handshake failed: {e}")))?;
+            let tls = acceptor.get().accept(stream).await.map_err(|e| OpenError {
+                quiet: matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ),
+                ..early(format!("TLS handshake failed: {e}"))
+            })?;
             let certificate = tls
                 .get_ref()
                 .1
@@ -843,6 +854,7 @@ async fn open(
             reason,
             reply,
             writer: Some(writer),
+            quiet: false,
         })
     };
     let header = loop {
