@@ -110,7 +110,7 @@ test-rust:
 	  echo "cargo test --workspace"; cargo test --workspace --no-fail-fast; \
 	fi
 
-test-e2e: venv
+test-e2e: venv ui-deps
 	@mkdir -p $(ARTIFACTS)
 	VIGIL_BIN="$(VIGIL_BIN)" VIGIL_ARTIFACTS="$(abspath $(ARTIFACTS))" \
 	  $(VPY) -m pytest tests/e2e -p no:cacheprovider \
