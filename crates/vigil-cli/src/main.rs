@@ -2,7 +2,7 @@
 //!
 //! It parses flags and calls `vigil-engine`; it holds no business logic.
 //! - `vigil serve`: broker, engine, store and the HTTP API with its live event
-//!   stream ([`http`]).
+//!   stream (`vigil-api`), the UI as its fallback ([`ui`]).
 //! - `vigil bench ingest`: a load generator against a fresh `vigil serve`
 //!   ([`bench`]).
 //! - `vigil certs`: the local CA ([`certs`]).
@@ -10,7 +10,6 @@
 
 mod bench;
 mod certs;
-mod http;
 mod serve;
 mod ui;
 mod users;

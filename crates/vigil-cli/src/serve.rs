@@ -135,7 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let (stopping, stop_rx) = tokio::sync::watch::channel(false);
-    let app = crate::http::router(engine.clone(), stop_rx.clone());
+    let app = vigil_api::router(engine.clone(), stop_rx.clone()).fallback(crate::ui::serve);
     let mut stop_wait = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(http, app)

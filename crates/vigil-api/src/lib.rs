@@ -1,5 +1,9 @@
-//! The HTTP API and the live event stream (SSE), a thin layer over the engine.
-//! Every error is JSON: `{"error": "<what was wrong>"}`.
+//! Vigil's API (docs/API.md) and its live event stream (SSE): a thin layer
+//! over the engine. Every error is JSON: `{"error": "<what was wrong>"}`.
+//!
+//! One router for both shells: `vigil serve` serves it over HTTP (with the UI
+//! as its fallback), the desktop shell calls it in-process for each request
+//! of its window (no socket), so the two answer alike.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -28,6 +32,7 @@ struct App {
     stopping: watch::Receiver<bool>,
 }
 
+/// The API's routes; `stopping` ends the live event streams when it turns true.
 pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -56,7 +61,6 @@ pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
                 ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see docs/API.md")
             }),
         )
-        .fallback(crate::ui::serve)
         .with_state(App { engine, stopping })
 }
 
@@ -85,6 +89,51 @@ async fn revoke_certificate(
 ) -> Result<Response, ApiError> {
     let device = body(request, "revocation ({\"device\": \"..\"})")?.device;
     Ok(Json(app.engine.revoke_certificate(&device)?).into_response())
+}
+
+/// Answers one request in-process, without a socket (the desktop shell's way
+/// in): `path` with its query string, `body` as JSON. Returns the status and
+/// the JSON answer (`null` when there is none).
+pub async fn call(
+    router: &Router,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(match body {
+            Some(b) => axum::body::Body::from(b.to_string()),
+            None => axum::body::Body::empty(),
+        });
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                400,
+                serde_json::json!({ "error": format!("not a request: {e}") }),
+            )
+        }
+    };
+    let response = match router.clone().oneshot(request).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    let json = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        })
+    };
+    (status, json)
 }
 
 /// An error as the API says it.
@@ -358,7 +407,8 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-fn event_data(event: &Event) -> String {
+/// An event's data as JSON, as the live stream sends it.
+pub fn event_data(event: &Event) -> String {
     let json = match event {
         Event::Message(m) => serde_json::to_string(&**m),
         Event::Connection(c) => serde_json::to_string(&**c),
