@@ -1,18 +1,22 @@
 # Vigil: one entry point for newcomers and CI (Debian 12 / Ubuntu with Rust,
 # Python 3.11 and Node already there).
 #
-#   make deps    install what is missing: Debian's mosquitto, mosquitto-clients, openssl and
-#                chromium, a Python venv at .venv with tests/requirements.txt, and
-#                ui/node_modules (npm ci)
+#   make deps    install what is missing: Debian's mosquitto, mosquitto-clients, openssl,
+#                chromium, WebKitGTK (the desktop window) with its WebDriver and Xvfb, a
+#                Python venv at .venv with tests/requirements.txt, ui/node_modules (npm ci)
+#                and tauri-driver (cargo install)
 #   make ui      build the web UI into ui/dist (vigil embeds it when built after)
-#   make build   the UI, then cargo build -p vigil-cli  -> target/debug/vigil
-#   make run     vigil serve on its defaults, release build; open the URL it logs
+#   make build   the UI, then target/debug/vigil and target/debug/vigil-desktop
+#   make run     the desktop app when there is a display, else vigil serve (open the URL
+#                it logs); release builds
+#   make package a .deb of the desktop app (Tauri's bundler) in target/release/bundle/deb
 #   make types   regenerate ui/src/lib/api/generated from the Rust types (ts-rs)
 #   make lint    cargo fmt --check, clippy -D warnings, svelte-check, and that the
 #                generated TypeScript types match the Rust ones (part of make test)
 #   make test    Rust tests (nextest if installed), the end-to-end suite (tests/e2e,
 #                against target/debug/vigil), the UI's unit tests (Vitest) and its
-#                browser suite (Playwright + chromium); reports in artifacts/
+#                browser suite (Playwright + chromium), the desktop window under Xvfb
+#                (tauri-driver + WebKitWebDriver); reports in artifacts/
 #   make bench   vigil bench ingest --vs-mosquitto (release build)
 
 SHELL := /bin/bash
@@ -24,17 +28,25 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
 ARTIFACTS := artifacts
-APT_PACKAGES := mosquitto mosquitto-clients chromium openssl
+APT_PACKAGES := mosquitto mosquitto-clients chromium openssl \
+  libwebkit2gtk-4.1-dev libayatana-appindicator3-dev xvfb xauth webkit2gtk-driver
 # sudo only when not root (CI runs as root and may have no sudo at all).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO_TARGET_DIR ?= target
 # The binary the end-to-end suite runs (override: make test VIGIL_BIN=/path/to/vigil).
 VIGIL_BIN ?= $(abspath $(CARGO_TARGET_DIR))/debug/vigil
+VIGIL_DESKTOP_BIN ?= $(abspath $(CARGO_TARGET_DIR))/debug/vigil-desktop
+TAURI_DRIVER := $(HOME)/.cargo/bin/tauri-driver
 PYTEST_ARGS ?=
 
-.PHONY: deps apt-deps venv ui-deps ui types check-types build run test lint test-rust test-e2e test-ui fuzz-smoke bench
+.PHONY: deps apt-deps venv ui-deps tauri-driver ui types check-types build run package test lint test-rust test-e2e test-ui test-desktop fuzz-smoke bench
 
-deps: apt-deps venv ui-deps
+deps: apt-deps venv ui-deps tauri-driver
+
+# Tauri's WebDriver server, in front of Debian's WebKitWebDriver (1-2 min to build).
+tauri-driver: $(TAURI_DRIVER)
+$(TAURI_DRIVER):
+	cargo install tauri-driver --version 2.1.0 --locked
 
 apt-deps:
 	@missing=""; \
@@ -67,10 +79,20 @@ ui: ui-deps
 	cd ui && npm run --silent build -- --logLevel warn
 
 build: ui
-	cargo build -p vigil-cli
+	cargo build -p vigil-cli -p vigil-desktop
 
 run: deps ui
-	cargo run --release -p vigil-cli -- serve
+	@if [ -n "$${DISPLAY:-}$${WAYLAND_DISPLAY:-}" ]; then \
+	  cargo run --release -p vigil-desktop; \
+	else \
+	  echo "no display: starting vigil serve; open the URL it logs"; \
+	  cargo run --release -p vigil-cli -- serve; \
+	fi
+
+# Tauri's bundler (npm's @tauri-apps/cli, pinned in ui/) builds the release app
+# with ui/dist embedded and packs it with the icons in icons/.
+package: deps ui
+	cd ui && npx tauri build --config ../src-tauri/tauri.conf.json --bundles deb
 
 # The UI's TypeScript types are generated from the Rust types the API sends
 # (ts-rs, feature `ts`; .cargo/config.toml says where and how).
@@ -93,6 +115,7 @@ test: deps build
 	$(MAKE) --no-print-directory test-rust || rc=1; \
 	$(MAKE) --no-print-directory test-e2e || rc=1; \
 	$(MAKE) --no-print-directory test-ui || rc=1; \
+	$(MAKE) --no-print-directory test-desktop || rc=1; \
 	$(MAKE) --no-print-directory fuzz-smoke || rc=1; \
 	exit $$rc
 
@@ -103,7 +126,7 @@ lint: ui-deps
 	cd ui && npm run --silent check
 	$(MAKE) --no-print-directory check-types
 
-test-rust:
+test-rust: ui
 	@if command -v cargo-nextest >/dev/null 2>&1; then \
 	  echo "cargo nextest run --workspace"; cargo nextest run --workspace --no-fail-fast --no-tests=warn; \
 	else \
@@ -123,6 +146,16 @@ test-ui: ui-deps
 	cd ui && npx vitest run --reporter=default
 	cd ui && VIGIL_BIN="$(VIGIL_BIN)" ARTIFACTS="$(abspath $(ARTIFACTS))/browser" \
 	  npx vitest run --config vitest.browser.config.ts --reporter=default
+
+# The desktop app: the built vigil-desktop in a real window under Xvfb, driven
+# by tauri-driver and Debian's WebKitWebDriver (Selenium). Its command and
+# capability tests (no display) run with the Rust tests. Screenshot in
+# artifacts/desktop/.
+test-desktop: venv tauri-driver
+	@mkdir -p $(ARTIFACTS)
+	VIGIL_DESKTOP_BIN="$(VIGIL_DESKTOP_BIN)" VIGIL_ARTIFACTS="$(abspath $(ARTIFACTS))" PATH="$(HOME)/.cargo/bin:$$PATH" \
+	  xvfb-run -a -s "-screen 0 1440x900x24" $(VPY) -m pytest tests/desktop -p no:cacheprovider \
+	  -c tests/desktop/pytest.ini --junitxml=$(ARTIFACTS)/desktop-junit.xml $(PYTEST_ARGS)
 
 # Every cargo-fuzz target of the parsers, briefly (FUZZ_SECONDS each): a
 # smoke run that the targets build and find nothing quickly. Longer runs:

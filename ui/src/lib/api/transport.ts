@@ -1,6 +1,6 @@
 // How the UI reaches the engine. Two implementations share this interface:
 // HTTP + SSE against `vigil serve` (./http.ts), and Tauri invoke + events in
-// the desktop window (the desktop shell provides it).
+// the desktop window (./tauri.ts).
 
 /** The live event names the engine sends (see docs/API.md). */
 export type EventName = "message" | "connection" | "flushed" | "device" | "presence" | "alert";

@@ -1,0 +1,128 @@
+//! The engine as the desktop app holds it, and its settings.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use vigil_engine::{Config, Engine};
+
+/// An alert notification the app showed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Notice {
+    /// When, µs since 1970.
+    pub at: i64,
+    /// The alert's id.
+    pub alert: i64,
+    /// The device it is about (the notification opens it).
+    pub device: String,
+    /// The notification's title.
+    pub title: String,
+    /// Its text.
+    pub body: String,
+}
+
+/// The running engine, the API router over it, and what the app showed.
+pub struct Desktop {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// `vigil-api`'s router over it, called in-process.
+    pub api: axum::Router,
+    notices: Mutex<Vec<Notice>>,
+    _stopping: watch::Sender<bool>,
+}
+
+/// The most notifications remembered (oldest forgotten first).
+const NOTICES_KEPT: usize = 500;
+
+impl Desktop {
+    /// Starts the engine with `config`.
+    pub async fn start(config: Config) -> Result<Desktop, vigil_engine::EngineError> {
+        let engine = Arc::new(Engine::start(config).await?);
+        let (stopping, stop_rx) = watch::channel(false);
+        let api = vigil_api::router(engine.clone(), stop_rx);
+        Ok(Desktop {
+            engine,
+            api,
+            notices: Mutex::new(Vec::new()),
+            _stopping: stopping,
+        })
+    }
+
+    /// Remembers a notification shown.
+    pub fn noticed(&self, notice: Notice) {
+        let mut notices = self.notices.lock().unwrap_or_else(|e| e.into_inner());
+        if notices.len() >= NOTICES_KEPT {
+            notices.remove(0);
+        }
+        notices.push(notice);
+    }
+
+    /// The notifications shown since start, oldest first.
+    pub fn notices(&self) -> Vec<Notice> {
+        self.notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The configuration: `VIGIL_CONFIG` (a TOML file) if set, the platform's
+/// data folder for the app unless `VIGIL_DATA_DIR` says otherwise, and the
+/// listeners' `VIGIL_*_LISTEN` variables on top (as `vigil serve` reads them).
+pub fn config_from_env(app_data: Option<PathBuf>) -> Result<Config, Box<dyn std::error::Error>> {
+    let mut config = match std::env::var_os("VIGIL_CONFIG") {
+        Some(path) => Config::from_file(&PathBuf::from(path))?,
+        None => {
+            let mut c = Config::default();
+            if let Some(dir) = app_data {
+                c.data_dir = dir;
+            }
+            c
+        }
+    };
+    if let Some(dir) = std::env::var_os("VIGIL_DATA_DIR") {
+        config.data_dir = PathBuf::from(dir);
+    }
+    let listen = |name: &str| -> Result<Option<Option<std::net::SocketAddr>>, String> {
+        match std::env::var(name) {
+            Err(_) => Ok(None),
+            Ok(v) if v == "off" => Ok(Some(None)),
+            Ok(v) => v
+                .parse()
+                .map(|a| Some(Some(a)))
+                .map_err(|e| format!("{name}={v}: {e}")),
+        }
+    };
+    if let Some(Some(a)) = listen("VIGIL_MQTT_LISTEN")? {
+        config.broker.mqtt_listen = a;
+    }
+    if let Some(a) = listen("VIGIL_WS_LISTEN")? {
+        config.broker.ws_listen = a;
+    }
+    if let Some(a) = listen("VIGIL_TLS_LISTEN")? {
+        config.broker.tls_listen = a;
+    }
+    if let Some(a) = listen("VIGIL_WSS_LISTEN")? {
+        config.broker.wss_listen = a;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Whether closing the window keeps Vigil running in the tray
+/// (`VIGIL_CLOSE_TO_TRAY=0` quits instead).
+pub fn close_to_tray() -> bool {
+    std::env::var("VIGIL_CLOSE_TO_TRAY").map_or(true, |v| v != "0")
+}
+
+/// Logs to stderr; `VIGIL_LOG` (or `RUST_LOG`) sets the filter.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("VIGIL_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info,rumqttd=off".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

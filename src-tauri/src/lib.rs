@@ -1,0 +1,99 @@
+//! Vigil on the desktop: Tauri 2 around `vigil-engine` and the same web UI.
+//!
+//! The engine (broker, store, presence, alerts) runs in this process, in the
+//! platform's data folder. The window's UI talks to it through two commands
+//! and one event:
+//! - `request` answers a call of the UI's API (docs/API.md) by handing it to
+//!   `vigil-api`'s router in-process — the very router `vigil serve` serves
+//!   over HTTP, so both shells answer alike, and no port is opened for it;
+//! - `notifications` lists the alert notifications this run has shown;
+//! - `vigil://events` carries the engine's live events, batched.
+//!
+//! Around it: a tray icon with the presence summary, native notifications
+//! for alerts, closing the window keeps watching from the tray, one instance
+//! at a time, and the window's size and place remembered.
+
+mod desktop;
+mod events;
+mod tray;
+
+pub use desktop::{config_from_env, Desktop, Notice};
+
+use std::sync::Arc;
+
+use tauri::{Manager, Runtime, WindowEvent};
+
+/// The answer to a `request`: the API's status and JSON body.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Answer {
+    /// The HTTP status the API gave.
+    pub status: u16,
+    /// Its JSON body (`null` when it had none).
+    pub body: serde_json::Value,
+}
+
+/// Calls the API: `path` with its query string, `body` as JSON.
+#[tauri::command]
+async fn request(
+    desktop: tauri::State<'_, Arc<Desktop>>,
+    method: String,
+    path: String,
+    body: Option<serde_json::Value>,
+) -> Result<Answer, String> {
+    if !path.starts_with("/api/") || path.starts_with("/api/events") {
+        return Err(format!("'{path}' is not an API call the window may make"));
+    }
+    let (status, body) = vigil_api::call(&desktop.api, &method, &path, body.as_ref()).await;
+    Ok(Answer { status, body })
+}
+
+/// The alert notifications shown since start, oldest first.
+#[tauri::command]
+fn notifications(desktop: tauri::State<'_, Arc<Desktop>>) -> Vec<Notice> {
+    desktop.notices()
+}
+
+/// The commands the window may invoke.
+pub fn commands<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
+    builder.invoke_handler(tauri::generate_handler![request, notifications])
+}
+
+/// Starts Vigil's desktop app; returns when it quits.
+pub fn run() {
+    desktop::init_logging();
+    let builder = tauri::Builder::default()
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            // A second start shows the running one instead.
+            tray::show_main(app);
+        }))
+        .plugin(tauri_plugin_window_state::Builder::default().build())
+        .plugin(tauri_plugin_notification::init())
+        .setup(|app| {
+            let config = config_from_env(app.path().app_data_dir().ok())?;
+            let desktop = tauri::async_runtime::block_on(Desktop::start(config))?;
+            let desktop = Arc::new(desktop);
+            app.manage(desktop.clone());
+            tray::build(app.handle(), desktop.clone())?;
+            events::forward(app.handle().clone(), desktop);
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            // Closing the window keeps Vigil watching from the tray.
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                if window.label() == "main" && desktop::close_to_tray() {
+                    let _ = window.hide();
+                    api.prevent_close();
+                }
+            }
+        });
+    let app = commands(builder)
+        .build(tauri::generate_context!())
+        .expect("the desktop app could not be built");
+    app.run(|handle, event| {
+        if let tauri::RunEvent::Exit = event {
+            if let Some(desktop) = handle.try_state::<Arc<Desktop>>() {
+                tauri::async_runtime::block_on(desktop.engine.shutdown());
+            }
+        }
+    });
+}
