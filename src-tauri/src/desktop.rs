@@ -66,19 +66,14 @@ impl Desktop {
     }
 }
 
-/// The configuration: `VIGIL_CONFIG` (a TOML file) if set, the platform's
-/// data folder for the app unless `VIGIL_DATA_DIR` says otherwise, and the
-/// listeners' `VIGIL_*_LISTEN` variables on top (as `vigil serve` reads them).
-pub fn config_from_env(app_data: Option<PathBuf>) -> Result<Config, Box<dyn std::error::Error>> {
+/// The configuration: `VIGIL_CONFIG` (a TOML file) if set, else the
+/// defaults — the same data folder as `vigil serve`, so both shells see one
+/// installation — with `VIGIL_DATA_DIR` and the listeners' `VIGIL_*_LISTEN`
+/// variables on top (as `vigil serve` reads them).
+pub fn config_from_env() -> Result<Config, Box<dyn std::error::Error>> {
     let mut config = match std::env::var_os("VIGIL_CONFIG") {
         Some(path) => Config::from_file(&PathBuf::from(path))?,
-        None => {
-            let mut c = Config::default();
-            if let Some(dir) = app_data {
-                c.data_dir = dir;
-            }
-            c
-        }
+        None => Config::default(),
     };
     if let Some(dir) = std::env::var_os("VIGIL_DATA_DIR") {
         config.data_dir = PathBuf::from(dir);

@@ -1,7 +1,7 @@
 //! Vigil on the desktop: Tauri 2 around `vigil-engine` and the same web UI.
 //!
-//! The engine (broker, store, presence, alerts) runs in this process, in the
-//! platform's data folder. The window's UI talks to it through two commands
+//! The engine (broker, store, presence, alerts) runs in this process, on the
+//! same data folder as `vigil serve`. The window's UI talks to it through two commands
 //! and one event:
 //! - `request` answers a call of the UI's API (docs/API.md) by handing it to
 //!   `vigil-api`'s router in-process — the very router `vigil serve` serves
@@ -69,7 +69,7 @@ pub fn run() {
         .plugin(tauri_plugin_window_state::Builder::default().build())
         .plugin(tauri_plugin_notification::init())
         .setup(|app| {
-            let config = config_from_env(app.path().app_data_dir().ok())?;
+            let config = config_from_env()?;
             let desktop = tauri::async_runtime::block_on(Desktop::start(config))?;
             let desktop = Arc::new(desktop);
             app.manage(desktop.clone());
