@@ -89,10 +89,11 @@ run: deps ui
 	  cargo run --release -p vigil-cli -- serve; \
 	fi
 
-# Tauri's bundler (npm's @tauri-apps/cli, pinned in ui/) builds the release app
-# with ui/dist embedded and packs it with the icons in icons/.
+# Tauri's bundler (npm's @tauri-apps/cli, pinned at 2.12.3 in ui/: the registry
+# lacks some platform packages of later ones, which breaks npm ci) builds the
+# release app with ui/dist embedded and packs it with the icons in icons/.
 package: deps ui
-	cd ui && npx tauri build --config ../src-tauri/tauri.conf.json --bundles deb
+	ui/node_modules/.bin/tauri build --bundles deb
 
 # The UI's TypeScript types are generated from the Rust types the API sends
 # (ts-rs, feature `ts`; .cargo/config.toml says where and how).
