@@ -109,15 +109,3 @@ pub fn config_from_env() -> Result<Config, Box<dyn std::error::Error>> {
 pub fn close_to_tray() -> bool {
     std::env::var("VIGIL_CLOSE_TO_TRAY").map_or(true, |v| v != "0")
 }
-
-/// Logs to stderr; `VIGIL_LOG` (or `RUST_LOG`) sets the filter.
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("VIGIL_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info,rumqttd=off".to_owned());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
-}

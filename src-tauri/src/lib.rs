@@ -60,7 +60,7 @@ pub fn commands<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
 
 /// Starts Vigil's desktop app; returns when it quits.
 pub fn run() {
-    desktop::init_logging();
+    vigil_engine::logging::init();
     let builder = tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             // A second start shows the running one instead.

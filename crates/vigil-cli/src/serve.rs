@@ -90,7 +90,7 @@ fn listen_or_off(text: &str) -> Result<Listen, String> {
 
 /// Runs until SIGINT or SIGTERM, then stops in order and returns.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
+    vigil_engine::logging::init();
     let config = args.config()?;
     // Bind HTTP before starting anything, so a taken port costs nothing.
     let http = tokio::net::TcpListener::bind(config.http.listen).await.with_context(|| {
@@ -179,19 +179,4 @@ impl Signals {
             _ = self.terminate.recv() => {}
         }
     }
-}
-
-/// Logs to stderr; `VIGIL_LOG` (or `RUST_LOG`) sets the filter. rumqttd's own
-/// log is off by default: the front door reports connections with reasons.
-fn init_logging() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("VIGIL_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info,rumqttd=off".to_owned());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }

@@ -23,6 +23,7 @@ pub mod config;
 mod engine;
 mod error;
 mod ingest;
+pub mod logging;
 pub mod view;
 mod webhook;
 
