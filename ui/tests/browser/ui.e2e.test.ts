@@ -54,6 +54,11 @@ describe("the UI in chromium", () => {
   it("shows a new device, and turns it offline when its client is killed, without a reload", async () => {
     await go("#/devices");
     await page.getByText("No devices yet").waitFor();
+    // The first-run guide names the port this Vigil really listens on, and offers its CA.
+    const guide = page.getByTestId("connect-guide");
+    await expect.poll(() => guide.innerText()).toContain(`-p ${vigil.mqttPort} -t kitchen/env`);
+    await guide.getByRole("button", { name: "Download ca.pem" }).waitFor();
+    await shot(page, "first-run");
     const device = new LineDevice(vigil, "ward3/oximeter1/spo2", "oximeter1");
     try {
       device.send("97");
