@@ -104,8 +104,55 @@ pub fn config_from_env() -> Result<Config, Box<dyn std::error::Error>> {
     Ok(config)
 }
 
+/// Writes an export the user asked for. A private key (`.key`, or PEM that
+/// holds one) is written readable by its owner only, as `vigil certs export`
+/// does.
+pub fn write_export(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let private = path.extension().is_some_and(|e| e == "key")
+        || contents.windows(11).any(|w| w == b"PRIVATE KEY");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if private {
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents)
+}
+
 /// Whether closing the window keeps Vigil running in the tray
 /// (`VIGIL_CLOSE_TO_TRAY=0` quits instead).
 pub fn close_to_tray() -> bool {
     std::env::var("VIGIL_CLOSE_TO_TRAY").map_or(true, |v| v != "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn exported_keys_are_private_and_other_exports_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let key = dir.path().join("ox1.key");
+        write_export(&key, b"-----BEGIN PRIVATE KEY-----\n").unwrap();
+        assert_eq!(mode(&key), 0o600);
+        let renamed = dir.path().join("saved.txt");
+        write_export(&renamed, b"-----BEGIN PRIVATE KEY-----\n").unwrap();
+        assert_eq!(
+            mode(&renamed),
+            0o600,
+            "a key under another name is private too"
+        );
+        let csv = dir.path().join("messages.csv");
+        write_export(&csv, b"topic,payload\n").unwrap();
+        assert_eq!(std::fs::read(&csv).unwrap(), b"topic,payload\n");
+        assert_ne!(mode(&csv), 0o600);
+    }
 }

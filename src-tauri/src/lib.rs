@@ -7,6 +7,7 @@
 //!   `vigil-api`'s router in-process — the very router `vigil serve` serves
 //!   over HTTP, so both shells answer alike, and no port is opened for it;
 //! - `notifications` lists the alert notifications this run has shown;
+//! - `save_as` writes an export where the user picks in the native dialog;
 //! - `vigil://events` carries the engine's live events, batched.
 //!
 //! Around it: a tray icon with the presence summary, native notifications
@@ -53,9 +54,34 @@ fn notifications(desktop: tauri::State<'_, Arc<Desktop>>) -> Vec<Notice> {
     desktop.notices()
 }
 
+/// Saves an export (the inspector's CSV or JSON, a certificate, a key) where
+/// the user picks in the native save dialog; `None` if they cancel.
+#[tauri::command]
+async fn save_as<R: Runtime>(
+    app: tauri::AppHandle<R>,
+    name: String,
+    contents: String,
+) -> Result<Option<String>, String> {
+    use tauri_plugin_dialog::DialogExt;
+    let Some(path) = app
+        .dialog()
+        .file()
+        .set_file_name(&name)
+        .blocking_save_file()
+    else {
+        return Ok(None);
+    };
+    let path = path
+        .into_path()
+        .map_err(|e| format!("cannot save there: {e}"))?;
+    desktop::write_export(&path, contents.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(Some(path.display().to_string()))
+}
+
 /// The commands the window may invoke.
 pub fn commands<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
-    builder.invoke_handler(tauri::generate_handler![request, notifications])
+    builder.invoke_handler(tauri::generate_handler![request, notifications, save_as])
 }
 
 /// Starts Vigil's desktop app; returns when it quits.
@@ -68,6 +94,7 @@ pub fn run() {
         }))
         .plugin(tauri_plugin_window_state::Builder::default().build())
         .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_dialog::init())
         .setup(|app| {
             let config = config_from_env()?;
             let desktop = tauri::async_runtime::block_on(Desktop::start(config))?;

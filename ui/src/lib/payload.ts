@@ -118,8 +118,12 @@ export function parseCsv(text: string): string[][] {
   return rows;
 }
 
-/** Offers `text` as a file download. */
+/** Offers `text` as a file download (in the desktop app: the native save dialog). */
 export function download(name: string, type: string, text: string): void {
+  if ("__TAURI_INTERNALS__" in window) {
+    import("./api/tauri").then(({ saveAs }) => saveAs(name, text));
+    return;
+  }
   const url = URL.createObjectURL(new Blob([text], { type }));
   const a = document.createElement("a");
   a.href = url;

@@ -57,5 +57,10 @@ export function tauriTransport(): Transport {
   };
 }
 
+/** Saves `contents` where the user picks in the native save dialog. */
+export async function saveAs(name: string, contents: string): Promise<string | null> {
+  return invoke<string | null>("save_as", { name, contents });
+}
+
 /** Whether this page runs inside the desktop app. */
 export const inDesktop = () => "__TAURI_INTERNALS__" in window;
