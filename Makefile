@@ -29,7 +29,8 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 ARTIFACTS := artifacts
 APT_PACKAGES := mosquitto mosquitto-clients chromium openssl \
-  libwebkit2gtk-4.1-dev libayatana-appindicator3-dev xvfb xauth webkit2gtk-driver
+  libwebkit2gtk-4.1-dev libayatana-appindicator3-dev xvfb xauth webkit2gtk-driver \
+  dunst dbus-daemon
 # sudo only when not root (CI runs as root and may have no sudo at all).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 CARGO_TARGET_DIR ?= target

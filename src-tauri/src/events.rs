@@ -7,17 +7,19 @@
 //! `resync` entry and reloads, as over HTTP.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tauri::{AppHandle, Emitter, Runtime};
 use tauri_plugin_notification::NotificationExt;
 use tokio::sync::broadcast::error::RecvError;
 use vigil_engine::Event;
 
-use crate::desktop::{Desktop, Notice};
+use crate::desktop::{Desktop, Notice, Open, Pacer};
 
 /// The event the window listens to: a list of `{name, data}`.
 pub const EVENTS: &str = "vigil://events";
+/// The event that asks the window to open a place ([`Open`]).
+pub const OPEN: &str = "vigil://open";
 const BATCH_EVERY: Duration = Duration::from_millis(50);
 const BATCH_MAX: usize = 1000;
 
@@ -56,13 +58,17 @@ pub fn forward<R: Runtime>(app: AppHandle<R>, desktop: Arc<Desktop>) {
     tauri::async_runtime::spawn(async move {
         let mut batch = Vec::new();
         let mut tick = tokio::time::interval(BATCH_EVERY);
+        let mut pacer = Pacer::new(Instant::now());
         loop {
             tokio::select! {
                 event = rx.recv() => match event {
                     Some(event) => {
                         if let Event::Alert(alert) = &event {
-                            if alert.transition == "fired" {
-                                notify(&app, &desktop, &alert.alert);
+                            if alert.transition == "fired"
+                                && desktop.settings().notify
+                                && pacer.admit(Instant::now())
+                            {
+                                notify(&app, &desktop, alert_notice(&alert.alert));
                             }
                         }
                         batch.push(Entry {
@@ -79,31 +85,82 @@ pub fn forward<R: Runtime>(app: AppHandle<R>, desktop: Arc<Desktop>) {
                     if !batch.is_empty() {
                         let _ = app.emit(EVENTS, std::mem::take(&mut batch));
                     }
+                    if let Some(held) = pacer.summary_due(Instant::now()) {
+                        notify(&app, &desktop, summary_notice(held));
+                    }
                 }
             }
         }
     });
 }
 
-/// A native notification for a fired alert, remembered by the app.
-fn notify<R: Runtime>(app: &AppHandle<R>, desktop: &Desktop, alert: &vigil_core::alert::Alert) {
-    let notice = Notice {
+/// The notification for a fired alert.
+fn alert_notice(alert: &vigil_core::alert::Alert) -> Notice {
+    Notice {
+        id: 0,
         at: vigil_core::now_micros(),
-        alert: alert.id,
-        device: alert.device.clone(),
+        alert: Some(alert.id),
+        device: Some(alert.device.clone()),
         title: format!("{} · {}", alert.device, severity(alert)),
         body: alert.message.clone(),
-    };
+    }
+}
+
+/// The notification that tells the alerts held back during a storm.
+fn summary_notice(held: u32) -> Notice {
+    Notice {
+        id: 0,
+        at: vigil_core::now_micros(),
+        alert: None,
+        device: None,
+        title: format!(
+            "Vigil · {held} more alert{}",
+            if held == 1 { "" } else { "s" }
+        ),
+        body: "Open Vigil's Alerts screen to see them all.".to_owned(),
+    }
+}
+
+/// Shows a native notification and remembers it; a click on it opens what
+/// it is about (see [`on_click`]).
+fn notify<R: Runtime>(app: &AppHandle<R>, desktop: &Desktop, notice: Notice) {
+    let notice = desktop.noticed(notice);
     if let Err(e) = app
         .notification()
         .builder()
+        .id(notice.id)
         .title(&notice.title)
         .body(&notice.body)
         .show()
     {
-        tracing::warn!("could not show a notification for alert {}: {e}", alert.id);
+        tracing::warn!("could not show the notification \"{}\": {e}", notice.title);
     }
-    desktop.noticed(notice);
+}
+
+/// A click on one of the app's notifications brings the window up at the
+/// device (or, for a summary, the Alerts screen). Registered before the
+/// first notification: the plugin reports clicks only to handlers that
+/// existed when a notification was shown.
+pub fn on_click<R: Runtime>(app: &AppHandle<R>, desktop: Arc<Desktop>) {
+    let handle = app.clone();
+    let _ = app.notification().on_action(move |performed| {
+        if performed.action_id() != "tap" {
+            return;
+        }
+        let Some(notice) = performed
+            .notification()
+            .and_then(|n| desktop.notice(n.id()))
+        else {
+            return;
+        };
+        open(&handle, notice.opens());
+    });
+}
+
+/// Shows the window and asks the UI to open `place`.
+pub fn open<R: Runtime>(app: &AppHandle<R>, place: Open) {
+    crate::tray::show_main(app);
+    let _ = app.emit(OPEN, place);
 }
 
 fn severity(alert: &vigil_core::alert::Alert) -> String {

@@ -8,17 +8,22 @@
 //!   over HTTP, so both shells answer alike, and no port is opened for it;
 //! - `notifications` lists the alert notifications this run has shown;
 //! - `save_as` writes an export where the user picks in the native dialog;
-//! - `vigil://events` carries the engine's live events, batched.
+//! - `desktop_settings` / `set_desktop_settings` read and change the desktop
+//!   app's own settings (close to the tray, alert notifications);
+//! - `vigil://events` carries the engine's live events, batched, and
+//!   `vigil://open` asks the UI to open a device or the Alerts screen (a
+//!   click on a notification, the tray's "Active alerts").
 //!
-//! Around it: a tray icon with the presence summary, native notifications
-//! for alerts, closing the window keeps watching from the tray, one instance
-//! at a time, and the window's size and place remembered.
+//! Around it: a tray icon with the presence summary and quick actions, native
+//! notifications for alerts (paced in storms; a click opens the device),
+//! closing the window keeps watching from the tray, one instance at a time,
+//! and the window's size and place remembered.
 
 mod desktop;
 mod events;
 mod tray;
 
-pub use desktop::{config_from_env, Desktop, Notice};
+pub use desktop::{config_from_env, Desktop, Notice, Open, Pacer, Settings};
 
 use std::sync::Arc;
 
@@ -54,6 +59,27 @@ fn notifications(desktop: tauri::State<'_, Arc<Desktop>>) -> Vec<Notice> {
     desktop.notices()
 }
 
+/// The desktop app's own settings.
+#[tauri::command]
+fn desktop_settings(desktop: tauri::State<'_, Arc<Desktop>>) -> Settings {
+    desktop.settings()
+}
+
+/// Saves and applies the desktop app's own settings.
+#[tauri::command]
+fn set_desktop_settings<R: Runtime>(
+    app: tauri::AppHandle<R>,
+    desktop: tauri::State<'_, Arc<Desktop>>,
+    settings: Settings,
+) -> Result<Settings, String> {
+    desktop
+        .set_settings(settings)
+        .map_err(|e| format!("cannot save the desktop settings: {e}"))?;
+    let settings = desktop.settings();
+    tray::reflect(&app, &settings);
+    Ok(settings)
+}
+
 /// Saves an export (the inspector's CSV or JSON, a certificate, a key) where
 /// the user picks in the native save dialog; `None` if they cancel.
 #[tauri::command]
@@ -81,7 +107,13 @@ async fn save_as<R: Runtime>(
 
 /// The commands the window may invoke.
 pub fn commands<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
-    builder.invoke_handler(tauri::generate_handler![request, notifications, save_as])
+    builder.invoke_handler(tauri::generate_handler![
+        request,
+        notifications,
+        save_as,
+        desktop_settings,
+        set_desktop_settings
+    ])
 }
 
 /// Starts Vigil's desktop app; returns when it quits.
@@ -101,13 +133,17 @@ pub fn run() {
             let desktop = Arc::new(desktop);
             app.manage(desktop.clone());
             tray::build(app.handle(), desktop.clone())?;
+            events::on_click(app.handle(), desktop.clone());
             events::forward(app.handle().clone(), desktop);
             Ok(())
         })
         .on_window_event(|window, event| {
             // Closing the window keeps Vigil watching from the tray.
             if let WindowEvent::CloseRequested { api, .. } = event {
-                if window.label() == "main" && desktop::close_to_tray() {
+                let to_tray = window
+                    .try_state::<Arc<Desktop>>()
+                    .is_some_and(|d| d.settings().close_to_tray);
+                if window.label() == "main" && to_tray {
                     let _ = window.hide();
                     api.prevent_close();
                 }

@@ -1,14 +1,27 @@
 //! The tray icon: the presence summary ("42 online · 3 stale · 1 offline"),
-//! show the window, quit.
+//! and quick actions: show the window, open the alerts, notifications on or
+//! off, quit.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tauri::menu::{Menu, MenuItem};
+use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::TrayIconBuilder;
 use tauri::{AppHandle, Manager, Runtime};
 
-use crate::desktop::Desktop;
+use crate::desktop::{Desktop, Open, Settings};
+
+/// The tray's items that show a setting.
+struct Items<R: Runtime> {
+    notify: CheckMenuItem<R>,
+}
+
+/// Shows `settings` in the tray (after a change from the Settings screen).
+pub fn reflect<R: Runtime>(app: &AppHandle<R>, settings: &Settings) {
+    if let Some(items) = app.try_state::<Items<R>>() {
+        let _ = items.notify.set_checked(settings.notify);
+    }
+}
 
 const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
@@ -25,13 +38,39 @@ pub fn show_main<R: Runtime>(app: &AppHandle<R>) {
 pub fn build<R: Runtime>(app: &AppHandle<R>, desktop: Arc<Desktop>) -> tauri::Result<()> {
     let summary = MenuItem::with_id(app, "summary", "Starting…", false, None::<&str>)?;
     let show = MenuItem::with_id(app, "show", "Show Vigil", true, None::<&str>)?;
+    let alerts = MenuItem::with_id(app, "alerts", "Active alerts", true, None::<&str>)?;
+    let notify = CheckMenuItem::with_id(
+        app,
+        "notify",
+        "Alert notifications",
+        true,
+        desktop.settings().notify,
+        None::<&str>,
+    )?;
     let quit = MenuItem::with_id(app, "quit", "Quit Vigil", true, None::<&str>)?;
-    let menu = Menu::with_items(app, &[&summary, &show, &quit])?;
+    let line = PredefinedMenuItem::separator(app)?;
+    let menu = Menu::with_items(
+        app,
+        &[&summary, &line, &show, &alerts, &notify, &line, &quit],
+    )?;
+    app.manage(Items {
+        notify: notify.clone(),
+    });
+    let for_menu = desktop.clone();
     let mut tray = TrayIconBuilder::with_id("vigil")
         .menu(&menu)
         .tooltip("Vigil")
-        .on_menu_event(|app, event| match event.id().as_ref() {
+        .on_menu_event(move |app, event| match event.id().as_ref() {
             "show" => show_main(app),
+            "alerts" => crate::events::open(app, Open::Alerts),
+            "notify" => {
+                let mut settings = for_menu.settings();
+                settings.notify = !settings.notify;
+                if let Err(e) = for_menu.set_settings(settings.clone()) {
+                    tracing::warn!("cannot save the desktop settings: {e}");
+                }
+                reflect(app, &for_menu.settings());
+            }
             "quit" => app.exit(0),
             _ => {}
         });

@@ -159,3 +159,36 @@ fn the_window_may_not_call_what_its_capabilities_leave_out() {
     assert!(remote.is_err(), "{remote:?}");
     tauri::async_runtime::block_on(desktop.engine.shutdown());
 }
+
+#[test]
+fn desktop_settings_are_changed_through_the_window_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, desktop) = app(dir.path());
+    let window = main_window(&app);
+    assert_eq!(
+        invoke(&window, "desktop_settings", json!({})).unwrap(),
+        json!({"close_to_tray": true, "notify": true})
+    );
+    let saved = invoke(
+        &window,
+        "set_desktop_settings",
+        json!({"settings": {"close_to_tray": false, "notify": true}}),
+    )
+    .unwrap();
+    assert_eq!(saved, json!({"close_to_tray": false, "notify": true}));
+    assert!(!desktop.settings().close_to_tray, "in force at once");
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("desktop.json")).unwrap())
+            .unwrap();
+    assert_eq!(file, saved, "kept in desktop.json for the next start");
+
+    // A setting the app does not know is refused, and nothing changes.
+    let refused = invoke(
+        &window,
+        "set_desktop_settings",
+        json!({"settings": {"close_to_tray": true, "autostart": true}}),
+    );
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(!desktop.settings().close_to_tray);
+    tauri::async_runtime::block_on(desktop.engine.shutdown());
+}

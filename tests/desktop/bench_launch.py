@@ -49,7 +49,10 @@ class App:
         self.port, native = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
         env.update(VIGIL_DATA_DIR=str(data), VIGIL_MQTT_LISTEN=f"127.0.0.1:{mqtt_port}", VIGIL_WS_LISTEN="off",
-                   VIGIL_TLS_LISTEN="off", VIGIL_WSS_LISTEN="off", VIGIL_CLOSE_TO_TRAY="0", VIGIL_LOG="warn")
+                   VIGIL_TLS_LISTEN="off", VIGIL_WSS_LISTEN="off", VIGIL_LOG="warn")
+        # Closing the window quits the app (WebDriver closes it after each run).
+        data.mkdir(parents=True, exist_ok=True)
+        (data / "desktop.json").write_text('{"close_to_tray": false}')
         driver = os.path.expanduser("~/.cargo/bin/tauri-driver")
         self.driver = subprocess.Popen([driver, "--port", str(self.port), "--native-port", str(native)], env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -1,8 +1,10 @@
 """The desktop app as a user has it: the built `vigil-desktop` binary in a real
 window under Xvfb, driven through Tauri's WebDriver (`tauri-driver` in front of
 Debian's WebKitWebDriver) with Selenium. Devices are played by Debian's
-mosquitto_pub on loopback ports chosen here. A screenshot of the window is
-saved in artifacts/desktop/.
+mosquitto_pub on loopback ports chosen here; the desktop's notifications go
+to a real notification server, Debian's dunst, on a D-Bus session bus of the
+test's own, and `dunstctl` clicks them. A screenshot of the window is saved
+in artifacts/desktop/.
 
 Run by `make test-desktop` (inside xvfb-run); skipped with a reason when
 there is no display or no tauri-driver."""
@@ -69,10 +71,48 @@ class Desktop:
         subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.mqtt_port), "-t", topic, "-m", payload,
                         *extra], check=True, timeout=10)
 
+    def hash(self) -> str:
+        return self.driver.execute_script("return location.hash")
+
     def text(self, css: str) -> str:
         from selenium.webdriver.common.by import By
         found = self.driver.find_elements(By.CSS_SELECTOR, css)
         return found[0].text if found else ""
+
+
+class NotificationServer:
+    """dunst on a private session bus: what a desktop session has, minus the desktop."""
+
+    def __init__(self, tmp: Path):
+        self.bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+                                    stdout=subprocess.PIPE, text=True)
+        self.address = self.bus.stdout.readline().strip()
+        assert self.address.startswith("unix:"), self.address
+        self.env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": self.address}
+        config = tmp / "dunstrc"
+        # Notifications stay until clicked, as a user away from the screen finds them.
+        config.write_text("[global]\n" + "".join(f"[urgency_{u}]\ntimeout = 0\n" for u in ("low", "normal", "critical")))
+        self.log = open(tmp / "dunst.log", "wb")
+        self.dunst = subprocess.Popen(["dunst", "-config", str(config)], env=self.env, stdout=self.log,
+                                      stderr=subprocess.STDOUT)
+        wait_for("dunst on the bus", lambda: self.ctl("is-paused").returncode == 0, 10)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["dunstctl", *args], env=self.env, capture_output=True, text=True, timeout=10)
+
+    def displayed(self) -> int:
+        out = self.ctl("count", "displayed").stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    def click_newest(self) -> None:
+        """A click on the newest notification (its default action)."""
+        assert self.ctl("action", "0").returncode == 0
+
+    def stop(self) -> None:
+        for p in (self.dunst, self.bus):
+            p.terminate()
+            p.wait(5)
+        self.log.close()
 
 
 @pytest.fixture
@@ -81,16 +121,21 @@ def desktop(tmp_path):
         pytest.skip("no display: run under xvfb-run (make test-desktop)")
     if not Path(TAURI_DRIVER).exists() or not shutil.which("WebKitWebDriver"):
         pytest.skip("tauri-driver or WebKitWebDriver missing (make deps installs them)")
+    if not shutil.which("dunst") or not shutil.which("dbus-daemon"):
+        pytest.skip("dunst or dbus-daemon missing (make deps installs them)")
     if not APP.exists():
         pytest.fail(f"{APP} not built: cargo build -p vigil-desktop")
     from selenium import webdriver
     from selenium.webdriver.common.options import ArgOptions
 
     mqtt_port, port, native = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    notices = NotificationServer(tmp_path)
+    env = {k: v for k, v in notices.env.items() if not k.startswith("VIGIL_")}
     env.update(VIGIL_DATA_DIR=str(tmp_path / "data"), VIGIL_MQTT_LISTEN=f"127.0.0.1:{mqtt_port}",
-               VIGIL_WS_LISTEN="off", VIGIL_TLS_LISTEN="127.0.0.1:0", VIGIL_WSS_LISTEN="off",
-               VIGIL_CLOSE_TO_TRAY="0")
+               VIGIL_WS_LISTEN="off", VIGIL_TLS_LISTEN="127.0.0.1:0", VIGIL_WSS_LISTEN="off")
+    # Closing the window quits (WebDriver closes it at the end), as a user may set it.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "desktop.json").write_text('{"close_to_tray": false}')
     log = open(tmp_path / "tauri-driver.log", "wb")
     driver_proc = subprocess.Popen([TAURI_DRIVER, "--port", str(port), "--native-port", str(native)], env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -105,7 +150,9 @@ def desktop(tmp_path):
         session = webdriver.Remote(command_executor=f"http://127.0.0.1:{port}", options=options,
                                    client_config=ClientConfig(f"http://127.0.0.1:{port}", timeout=60))
         session.set_script_timeout(20)
-        yield Desktop(session, mqtt_port, tmp_path / "data")
+        desktop = Desktop(session, mqtt_port, tmp_path / "data")
+        desktop.notices = notices
+        yield desktop
     finally:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         if session is not None:
@@ -119,6 +166,7 @@ def desktop(tmp_path):
             pass
         driver_proc.wait(10)
         log.close()
+        notices.stop()
         shutil.copy(tmp_path / "tauri-driver.log", ARTIFACTS / "tauri-driver.log")
 
 
@@ -158,6 +206,7 @@ def test_the_window_shows_devices_presence_and_alert_notifications(desktop):
     desktop.publish("clinic7/spo2", "87")
     notice = wait_for("a notification", lambda: [n for n in desktop.notifications() if n["device"] == "clinic7"], 15)[0]
     assert "critical" in notice["title"] and notice["alert"] >= 1, notice
+    wait_for("the notification on the desktop", lambda: desktop.notices.displayed() == 1, 10)
     wait_for("the alert in the window", lambda: desktop.text('[data-testid="alert-count"]') == "1")
     # Live updates reach the list: the newest reading.
     wait_for("the newest reading in the list", lambda: "87" in desktop.text('[data-device="clinic7"]'), 10)
@@ -165,3 +214,33 @@ def test_the_window_shows_devices_presence_and_alert_notifications(desktop):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     d.save_screenshot(str(ARTIFACTS / "window.png"))
     (ARTIFACTS / "notifications.json").write_text(json.dumps(desktop.notifications(), indent=2))
+
+    # A click on the notification brings up the device it is about.
+    d.execute_script("location.hash = '#/inspector'")
+    wait_for("the inspector", lambda: desktop.hash() == "#/inspector")
+    desktop.notices.click_newest()
+    wait_for("the device page from the click", lambda: desktop.hash() == "#/device/clinic7", 10)
+    wait_for("the device page drawn", lambda: "clinic7" in desktop.text('[data-testid="device-title"]'), 10)
+
+
+def test_desktop_settings_are_changed_in_the_window_and_kept(desktop):
+    from selenium.webdriver.common.by import By
+    d = desktop.driver
+    d.execute_script("location.hash = '#/settings'")
+    box = wait_for("the desktop settings", lambda: d.find_elements(By.CSS_SELECTOR, '[data-testid="notify"]'), 15)[0]
+    assert box.is_selected()
+    box.click()
+    kept = lambda: json.loads((desktop.data_dir / "desktop.json").read_text())  # noqa: E731
+    wait_for("notifications off in desktop.json", lambda: kept().get("notify") is False)
+    assert kept()["close_to_tray"] is False, "the other setting is left as it was"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    d.save_screenshot(str(ARTIFACTS / "settings.png"))
+
+    # With notifications off, an alert is still an alert, but no notification pops up.
+    rule = {"name": "Door open", "severity": "warning", "enabled": True, "scope": {},
+            "condition": {"metric": {"metric": "open", "test": {"above": 0.5}, "for_s": 0.0, "hysteresis": 0.0}}}
+    assert desktop.api("POST", "/api/alert-rules", rule)["status"] == 201
+    desktop.publish("hall/open", "1")
+    wait_for("the alert", lambda: desktop.text('[data-testid="alert-count"]') == "1")
+    time.sleep(0.5)
+    assert desktop.notifications() == [] and desktop.notices.displayed() == 0

@@ -1,6 +1,7 @@
 // Payload views for the inspector: bytes, hex, pretty JSON, a line diff, and
 // exports. Payloads are never cut: every view works on the whole payload.
 import type { MessageView } from "./api/client";
+import { inDesktop, saveAs } from "./api/tauri";
 
 export function decodeBase64(b64: string): Uint8Array {
   const bin = atob(b64);
@@ -120,8 +121,8 @@ export function parseCsv(text: string): string[][] {
 
 /** Offers `text` as a file download (in the desktop app: the native save dialog). */
 export function download(name: string, type: string, text: string): void {
-  if ("__TAURI_INTERNALS__" in window) {
-    import("./api/tauri").then(({ saveAs }) => saveAs(name, text));
+  if (inDesktop()) {
+    void saveAs(name, text);
     return;
   }
   const url = URL.createObjectURL(new Blob([text], { type }));

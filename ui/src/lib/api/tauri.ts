@@ -62,5 +62,24 @@ export async function saveAs(name: string, contents: string): Promise<string | n
   return invoke<string | null>("save_as", { name, contents });
 }
 
+/** A place the desktop shell asks the window to open (`vigil://open`). */
+export type Place = { device: string } | "alerts";
+
+/** Calls `open` whenever the shell asks for a place: a click on an alert's
+ * notification (its device), the tray's "Active alerts". */
+export function followShell(open: (place: Place) => void): void {
+  void listen<Place>("vigil://open", (e) => open(e.payload));
+}
+
+/** The desktop app's own settings (kept in desktop.json in the data folder). */
+export interface DesktopSettings {
+  close_to_tray: boolean;
+  notify: boolean;
+}
+
+export const desktopSettings = () => invoke<DesktopSettings>("desktop_settings");
+export const setDesktopSettings = (settings: DesktopSettings) =>
+  invoke<DesktopSettings>("set_desktop_settings", { settings });
+
 /** Whether this page runs inside the desktop app. */
 export const inDesktop = () => "__TAURI_INTERNALS__" in window;
