@@ -200,6 +200,12 @@ pub struct IngestArgs {
     /// executable, e.g. a build of an older commit.
     #[arg(long, value_name = "PATH")]
     pub vigil_bin: Option<PathBuf>,
+    /// Publish into a broker already running at this address (the desktop
+    /// app's, another Vigil, any MQTT broker) instead of a fresh `vigil
+    /// serve`, and report only what was sent and acknowledged: what the
+    /// broker did with it is for the caller to measure.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["vs_mosquitto", "alert_rules", "presence_probes", "vigil_bin"])]
+    pub broker: Option<SocketAddr>,
 }
 
 /// What the Vigil run does besides the load.
@@ -233,6 +239,9 @@ impl VigilOptions {
 /// Runs `vigil bench ingest`.
 pub async fn run_ingest(args: IngestArgs) -> Result<()> {
     let plan = LoadPlan::from_args(&args)?;
+    if let Some(broker) = args.broker {
+        return publish_only(broker, &plan, &args).await;
+    }
     let options = VigilOptions::from_args(&args)?;
     // Fail before the long Vigil run, not after it.
     let mosquitto = if args.vs_mosquitto {
@@ -266,6 +275,68 @@ pub async fn run_ingest(args: IngestArgs) -> Result<()> {
             path.display()
         )
     })
+}
+
+/// `--broker`: the load alone, into a broker something else runs.
+async fn publish_only(broker: SocketAddr, plan: &LoadPlan, args: &IngestArgs) -> Result<()> {
+    progress(&format!(
+        "publishing {} messages from {} devices into {broker}",
+        plan.messages, plan.devices
+    ));
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let outcome = tokio::select! {
+        r = run_load(broker, plan, deadline, None) => r?,
+        _ = tokio::signal::ctrl_c() => bail!(INTERRUPTED),
+    };
+    let seconds = match (outcome.first_publish_us(), outcome.last_ack_us()) {
+        (Some(first), Some(last)) if last > first => (last - first) as f64 / 1e6,
+        _ => 0.0,
+    };
+    let acked = outcome.acked();
+    let done = if plan.qos_number() == 0 {
+        outcome.written()
+    } else {
+        acked
+    };
+    let rate = if seconds > 0.0 {
+        done as f64 / seconds
+    } else {
+        0.0
+    };
+    let errors = outcome.errors();
+    if args.json {
+        let report = serde_json::json!({
+            "broker": broker.to_string(),
+            "devices": plan.devices,
+            "qos": plan.qos_number(),
+            "planned": outcome.planned(),
+            "written": outcome.written(),
+            "acknowledged": acked,
+            "seconds": seconds,
+            "rate": rate,
+            "timed_out": outcome.timed_out(),
+            "errors": errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let acks = if plan.qos_number() == 0 {
+            "written"
+        } else {
+            "acknowledged"
+        };
+        println!(
+            "{broker}: {} devices, QoS {}: {} of {} messages {acks} in {seconds:.1} s ({rate:.0} msg/s){}",
+            plan.devices,
+            plan.qos_number(),
+            done,
+            outcome.planned(),
+            if outcome.timed_out() { ", stopped by --timeout" } else { "" }
+        );
+        for e in &errors {
+            println!("  {e}");
+        }
+    }
+    Ok(())
 }
 
 /// Prints a progress line on stderr (stdout holds only the report).
@@ -3373,6 +3444,7 @@ mod tests {
             alert_rules: 0,
             presence_probes: 0,
             vigil_bin: None,
+            broker: None,
         };
         let e = LoadPlan::from_args(&args).unwrap_err().to_string();
         assert!(e.contains("--payload-size 50 is too small"), "{e}");
