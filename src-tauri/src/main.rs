@@ -2,6 +2,8 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 fn main() {
+    // As `vigil`: two malloc arenas, and file descriptors for every device.
+    vigil_engine::process::prepare();
     // WebKitGTK takes the page's language from LANG; under the C/POSIX locale
     // (minimal installs, services, CI) that is "C", which Intl rejects
     // ("invalid language tag: C"), and the UI's chart library fails to load.

@@ -44,8 +44,7 @@ enum BenchCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
-    raise_open_file_limit();
+    vigil_engine::process::prepare();
     let cli = Cli::parse();
     if let Command::Certs(args) = cli.command {
         return match certs::run(args) {
@@ -79,40 +78,6 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("vigil: {e:#}");
             std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// glibc gives each thread that allocates its own arena (up to 8 per core), and
-/// memory freed into one arena is not reused by another: under load that alone
-/// added ~48 MiB to `vigil serve`'s peak RSS (178 → 130 MiB in `vigil bench
-/// ingest`, same throughput; see BENCHMARKS.md). Two arenas are enough for
-/// two busy threads (the tokio workers and the SQLite writer).
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; it is called before any
-    // other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-/// Raises the soft limit of open files to the hard one: every MQTT client
-/// holds three descriptors (its socket, and both ends of the front door's
-/// loopback connection to the router), and the usual soft limit (1024) would
-/// refuse a few hundred devices. The hard limit still applies; past it,
-/// connections are refused with "Too many open files" in the log.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }

@@ -24,6 +24,7 @@ mod engine;
 mod error;
 mod ingest;
 pub mod logging;
+pub mod process;
 pub mod view;
 mod webhook;
 
