@@ -94,7 +94,7 @@ run: deps ui
 # lacks some platform packages of later ones, which breaks npm ci) builds the
 # release app with ui/dist embedded and packs it with the icons in icons/.
 package: deps ui
-	ui/node_modules/.bin/tauri build --bundles deb
+	ui/node_modules/.bin/tauri build --bundles deb -- --profile dist
 
 # The UI's TypeScript types are generated from the Rust types the API sends
 # (ts-rs, feature `ts`; .cargo/config.toml says where and how).
