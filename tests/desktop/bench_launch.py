@@ -1,19 +1,26 @@
 """Desktop benchmarks (not tests): how long the window takes to show the
 last-known state after launch, and the app's memory under load.
 
-    make build && xvfb-run -a -s "-screen 0 1440x900x24" .venv/bin/python tests/desktop/bench_launch.py \
-        [--app target/release/vigil-desktop] [--devices 1000] [--rate 1000] [--seconds 60]
+    cargo build --release -p vigil-cli -p vigil-desktop
+    xvfb-run -a -s "-screen 0 1440x900x24" .venv/bin/python tests/desktop/bench_launch.py \
+        [--app target/release/vigil-desktop] [--vigil target/release/vigil] \
+        [--devices 1000] [--rate 1000] [--seconds 60]
+
+The devices are played by `vigil bench ingest --broker` (the bench harness's
+load generator, Rust, one MQTT connection per device) publishing into the
+app's embedded broker.
 
 1. Fills a fresh data folder with `--devices` devices through the app itself
-   (one paho-mqtt client, one reading each), then quits the app.
+   (one QoS 1 reading each), then quits the app.
 2. Launch: starts the app again on that folder under tauri-driver, five times,
    and times from the WebDriver "new session" request (which starts the
    process) until the list shows the devices (a row in the window and the
    count of devices right). Warm: the binary and the database are in the page
    cache after the first run.
-3. Load: with the window open, `--devices` paho clients publish `--rate`
-   messages a second in total for `--seconds`; the app's RSS (VmRSS, its
-   peak VmHWM) is sampled every second.
+3. Load: with the window open on the device list, the `--devices` devices
+   publish `--rate` messages a second in total (QoS 0) for `--seconds`; the
+   app's RSS (VmRSS, its peak VmHWM) is sampled every second, and the count
+   the app received is read from its API.
 """
 
 from __future__ import annotations
@@ -25,12 +32,9 @@ import socket
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.options import ArgOptions
@@ -71,6 +75,12 @@ class App:
         self.session = webdriver.Remote(command_executor=f"http://127.0.0.1:{self.port}", options=options)
         return started
 
+    def api_stats(self) -> dict:
+        return self.session.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "window.__TAURI_INTERNALS__.invoke('request', {method: 'GET', path: '/api/stats'})"
+            ".then((a) => done(a.body));")
+
     def pid(self) -> int:
         out = subprocess.run(["pgrep", "-n", "-f", str(self.app)], capture_output=True, text=True).stdout.split()
         return int(out[0])
@@ -85,25 +95,50 @@ class App:
         time.sleep(0.5)
 
 
-def rss(pid: int) -> tuple[float, float]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    get = lambda key: int(next(l for l in status.splitlines() if l.startswith(key)).split()[1]) / 1024  # noqa: E731
-    return get("VmRSS:"), get("VmHWM:")
+def status(pid: int, key: str) -> float:
+    """A /proc/PID/status figure in MiB (0 once the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return int(next(l for l in text.splitlines() if l.startswith(key)).split()[1]) / 1024
 
 
-def fill(port: int, devices: int) -> None:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="filler")
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    for i in range(devices):
-        c.publish(f"bench{i:05d}/env", f'{{"temp": {20 + i % 10}, "humidity": {40 + i % 20}}}', qos=1).wait_for_publish(10)
-    c.disconnect()
-    c.loop_stop()
+def descendants(pid: int) -> list[int]:
+    """WebKit's web and network processes, which the app starts."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def rss(pid: int) -> tuple[float, float, float]:
+    """The app's RSS and peak RSS, and the RSS of the app with WebKit's processes."""
+    webkit = sum(status(p, "VmRSS:") for p in descendants(pid))
+    own = status(pid, "VmRSS:")
+    return own, status(pid, "VmHWM:"), own + webkit
+
+
+def load(vigil: str, port: int, devices: int, messages: int, qos: int, rate: int = 0) -> subprocess.Popen:
+    """The bench harness's devices publishing into the app's broker."""
+    return subprocess.Popen([vigil, "bench", "ingest", "--broker", f"127.0.0.1:{port}", "--devices", str(devices),
+                             "--messages", str(messages), "--qos", str(qos), "--rate", str(rate),
+                             "--timeout", "600"], stdout=subprocess.PIPE, text=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--app", default=str(REPO / "target" / "release" / "vigil-desktop"))
+    p.add_argument("--vigil", default=str(REPO / "target" / "release" / "vigil"))
     p.add_argument("--devices", type=int, default=1000)
     p.add_argument("--rate", type=int, default=1000)
     p.add_argument("--seconds", type=int, default=60)
@@ -115,7 +150,8 @@ def main() -> None:
 
     first = App(app, data, port)
     first.open()
-    fill(port, a.devices)
+    filled = load(a.vigil, port, a.devices, a.devices, qos=1)
+    print("fill:", filled.communicate(timeout=600)[0].strip())
     time.sleep(1.5)  # the last batch committed
     first.close()
 
@@ -139,44 +175,25 @@ def main() -> None:
     run = App(app, data, port)
     run.open()
     pid = run.pid()
-    stop = threading.Event()
-    per_client = a.rate / a.devices
-
-    def publisher(ids: range) -> None:
-        clients = []
-        for i in ids:
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"load{i}")
-            c.connect("127.0.0.1", port)
-            c.loop_start()
-            clients.append((i, c))
-        n = 0
-        start = time.monotonic()
-        while not stop.is_set():
-            for i, c in clients:
-                c.publish(f"bench{i:05d}/env", f'{{"temp": {20 + n % 10}}}', qos=0)
-            n += 1
-            time.sleep(max(0.0, start + n / per_client - time.monotonic()))
-        for _, c in clients:
-            c.disconnect()
-            c.loop_stop()
-
-    threads = [threading.Thread(target=publisher, args=(range(k, a.devices, 4),)) for k in range(4)]
-    for t in threads:
-        t.start()
+    time.sleep(5)
+    idle = rss(pid)
+    print(f"idle with the window open on {a.devices} devices: RSS {idle[0]:.0f} MiB "
+          f"(with WebKit's processes {idle[2]:.0f} MiB)")
+    before = run.api_stats()["received"]
+    publishers = load(a.vigil, port, a.devices, a.rate * a.seconds, qos=0, rate=a.rate)
     samples = []
-    for _ in range(a.seconds):
+    while publishers.poll() is None and len(samples) < a.seconds + 60:
         time.sleep(1)
         samples.append(rss(pid))
-    stop.set()
-    for t in threads:
-        t.join()
-    stats = run.session.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "window.__TAURI_INTERNALS__.invoke('request', {method: 'GET', path: '/api/stats'}).then((a) => done(a.body));")
+    sent = publishers.communicate(timeout=60)[0].strip()
+    time.sleep(1)
+    received = run.api_stats()["received"] - before
     run.close()
+    print(f"load: {sent}")
     print(f"{a.devices} devices at {a.rate} msg/s for {a.seconds} s (window open on the device list): "
-          f"RSS median {statistics.median(s[0] for s in samples):.0f} MiB, peak (VmHWM) {max(s[1] for s in samples):.0f} MiB; "
-          f"the app received {stats['received']} messages")
+          f"RSS median {statistics.median(s[0] for s in samples):.0f} MiB, peak (VmHWM) {max(s[1] for s in samples):.0f} MiB "
+          f"(with WebKit's processes: median {statistics.median(s[2] for s in samples):.0f} MiB); "
+          f"the app received {received} of the {a.rate * a.seconds} messages")
 
 
 if __name__ == "__main__":
