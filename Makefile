@@ -9,7 +9,8 @@
 #   make build   the UI, then target/debug/vigil and target/debug/vigil-desktop
 #   make run     the desktop app when there is a display, else vigil serve (open the URL
 #                it logs); release builds
-#   make package a .deb of the desktop app (Tauri's bundler) in target/release/bundle/deb
+#   make package a .deb of the desktop app (Tauri's bundler) in target/dist/bundle/deb
+#   make check-package  that .deb installed and started in a clean Debian 12 (root)
 #   make types   regenerate ui/src/lib/api/generated from the Rust types (ts-rs)
 #   make lint    cargo fmt --check, clippy -D warnings, svelte-check, and that the
 #                generated TypeScript types match the Rust ones (part of make test)
@@ -40,7 +41,7 @@ VIGIL_DESKTOP_BIN ?= $(abspath $(CARGO_TARGET_DIR))/debug/vigil-desktop
 TAURI_DRIVER := $(HOME)/.cargo/bin/tauri-driver
 PYTEST_ARGS ?=
 
-.PHONY: deps apt-deps venv ui-deps tauri-driver ui types check-types build run package test lint test-rust test-e2e test-ui test-desktop fuzz-smoke bench
+.PHONY: deps apt-deps venv ui-deps tauri-driver ui types check-types build run package check-package test lint test-rust test-e2e test-ui test-desktop fuzz-smoke bench
 
 deps: apt-deps venv ui-deps tauri-driver
 
@@ -95,6 +96,13 @@ run: deps ui
 # release app with ui/dist embedded and packs it with the icons in icons/.
 package: deps ui
 	ui/node_modules/.bin/tauri build --bundles deb -- --profile dist
+
+# The .deb as a new user gets it: apt installs it into a clean Debian 12
+# (debootstrap, made once in /var/tmp), and it starts under Xvfb in a network
+# namespace of its own with a device publishing to it. Root; not in `make test`
+# (apt fetches WebKitGTK and its dependencies, ~100 MB).
+check-package:
+	tests/package/check_deb.sh
 
 # The UI's TypeScript types are generated from the Rust types the API sends
 # (ts-rs, feature `ts`; .cargo/config.toml says where and how).
