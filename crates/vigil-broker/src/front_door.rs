@@ -47,7 +47,7 @@ use crate::gate::{Denial, FailedLogins, Gate, Login, LoopbackOnly, Verdict};
 use crate::router::{Router, INTERNAL_USER};
 use crate::sessions::Sessions;
 use crate::stream::{
-    split_tcp, split_tls, split_ws, split_wss, ClientReader, ClientWriter, TlsTcp,
+    make_room, split_tcp, split_tls, split_ws, split_wss, ClientReader, ClientWriter, TlsTcp,
 };
 use crate::tls::{Acceptor, TlsMaterial};
 
@@ -1396,7 +1396,7 @@ async fn forward_down(
     mut commands: mpsc::Receiver<ToClient>,
     link: Arc<Link>,
 ) -> DisconnectReason {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::new();
     buf.extend_from_slice(&leftover);
     loop {
         // Forward what is complete.
@@ -1438,9 +1438,7 @@ async fn forward_down(
             }
             continue;
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
-        }
+        make_room(&mut buf);
         tokio::select! {
             read = router.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => {
