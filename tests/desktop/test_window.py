@@ -152,6 +152,7 @@ def desktop(tmp_path):
         session.set_script_timeout(20)
         desktop = Desktop(session, mqtt_port, tmp_path / "data")
         desktop.notices = notices
+        desktop.env = env
         yield desktop
     finally:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -244,3 +245,19 @@ def test_desktop_settings_are_changed_in_the_window_and_kept(desktop):
     wait_for("the alert", lambda: desktop.text('[data-testid="alert-count"]') == "1")
     time.sleep(0.5)
     assert desktop.notifications() == [] and desktop.notices.displayed() == 0
+
+
+def test_a_second_start_shows_the_running_app_instead(desktop):
+    d = desktop.driver
+    wait_for("the device list", lambda: "live" in desktop.text('[data-testid="link-state"]'), 30)
+    d.execute_script("location.hash = '#/broker'")
+    # The same user starts Vigil again (same session bus, same settings): the
+    # second process hands over to the first and leaves, without touching the
+    # engine (its broker port is the first one's).
+    second = subprocess.run([str(APP)], env=desktop.env, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 0, second.stderr
+    assert "listening" not in second.stderr and "in use" not in second.stderr, second.stderr
+    # The first one carries on, with its window.
+    desktop.publish("clinic9/temp", "36.6")
+    wait_for("clinic9 stored by the first app", lambda: desktop.api("GET", "/api/devices/clinic9")["status"] == 200)
+    assert desktop.hash() == "#/broker"
