@@ -188,3 +188,42 @@ def test_delivery_qos_is_the_minimum(vigil):
     got = sub.expect_message(timeout=10, topic=topic)
     assert got.payload == b"at most once"
     assert got.qos == 0
+
+
+def test_mqtt5_client_without_an_id_is_named_by_the_server_and_leaves_cleanly(vigil):
+    """MQTT 5 sections 3.1.3.1 and 3.2.2.3.7: a client may connect with an
+    empty client id; the server assigns one and says which in the CONNACK's
+    Assigned Client Identifier. (Before the front door assigned it, the router
+    did, and then held such clients 5 s after their DISCONNECT.)"""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    topic = f"{unique('noid')}/value"
+    connack = {}
+    connected = threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        connack.update(rc=reason_code, properties=properties)
+        connected.set()
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    c.on_connect = on_connect
+    c.connect("127.0.0.1", vigil.mqtt_port)
+    c.loop_start()
+    try:
+        assert connected.wait(10), "no CONNACK"
+        assert connack["rc"] == 0, connack
+        assigned = getattr(connack["properties"], "AssignedClientIdentifier", None)
+        assert assigned and assigned.startswith("auto-"), connack
+        c.publish(topic, b"1", qos=1).wait_for_publish(10)
+        [stored] = vigil.wait_stored(topic, 1)
+        assert stored["client_id"] == assigned
+        clients = lambda: [x["client_id"] for x in vigil.http_get_json("/api/broker")["clients"]]  # noqa: E731
+        assert assigned in clients()
+        c.disconnect()
+    finally:
+        c.loop_stop()
+    vigil.wait_for(lambda: assigned not in clients(), timeout=2, what="the client gone from the broker's list")
+    assert "did not close the connection" not in vigil.stderr()

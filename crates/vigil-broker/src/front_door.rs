@@ -508,9 +508,12 @@ async fn serve_client(
         })
     };
 
-    // MQTT: an empty client id is allowed only with a clean session; the
-    // server then assigns one.
+    // MQTT: an empty client id is allowed only with a clean session (3.1.1);
+    // the server then assigns one. The front door does, for both versions
+    // (MQTT 5 learns it from the CONNACK): the router then never meets a
+    // client without a name.
     let mut client_id = connect.client_id.clone();
+    let assigned = client_id.is_empty();
     if client_id.is_empty() {
         if !connect.clean_start && version == MqttVersion::V311 {
             let _ = writer
@@ -526,13 +529,11 @@ async fn serve_client(
                 .await;
             return;
         }
-        if version == MqttVersion::V311 {
-            let suffix: u64 = rand::random();
-            client_id = format!("auto-{suffix:016x}");
-        }
+        let suffix: u64 = rand::random();
+        client_id = format!("auto-{suffix:016x}");
     }
 
-    let claim = (!client_id.is_empty()).then(|| shared.sessions.claim(&client_id));
+    let claim = shared.sessions.claim(&client_id);
     let router_addr = if version == MqttVersion::V5 {
         shared.router.v5
     } else {
@@ -565,6 +566,15 @@ async fn serve_client(
             return;
         }
     };
+    let connack_bytes = if assigned && version == MqttVersion::V5 && connack.is_accepted() {
+        let mut out = BytesMut::new();
+        connack
+            .with_assigned_client_id(&client_id)
+            .encode(version, &mut out);
+        out.freeze()
+    } else {
+        connack_bytes
+    };
     if writer.write(connack_bytes).await.is_err() {
         return;
     }
@@ -576,10 +586,6 @@ async fn serve_client(
             .send(event(&client_id, ConnectionOutcome::Refused(why)))
             .await;
         return;
-    }
-    if client_id.is_empty() {
-        client_id = codec::assigned_client_id(&connack.properties_raw)
-            .unwrap_or_else(|| "(assigned by broker)".to_owned());
     }
     let connected = ConnectionOutcome::Connected {
         keepalive: connect.keepalive,
@@ -673,11 +679,11 @@ async fn serve_client(
             );
         }
     }
-    let reason = match (&reason, &claim) {
-        (DisconnectReason::ServerClosed(_), Some(c)) if c.taken_over() => {
+    let reason = match reason {
+        DisconnectReason::ServerClosed(_) if claim.taken_over() => {
             DisconnectReason::SessionTakenOver
         }
-        _ => reason,
+        reason => reason,
     };
     // Tell an MQTT 5 client why, then close.
     let farewell = match (&reason, version) {

@@ -123,6 +123,21 @@ impl ConnAck {
         }
     }
 
+    /// This CONNACK with an Assigned Client Identifier (MQTT 5) added: the
+    /// front door names a client that connected without an id, and tells it
+    /// the name.
+    pub fn with_assigned_client_id(&self, client_id: &str) -> ConnAck {
+        let mut properties =
+            BytesMut::with_capacity(self.properties_raw.len() + client_id.len() + 3);
+        properties.extend_from_slice(&self.properties_raw);
+        properties.put_u8(id::ASSIGNED_CLIENT_IDENTIFIER);
+        wire::put_str(&mut properties, client_id);
+        ConnAck {
+            properties_raw: properties.freeze(),
+            ..self.clone()
+        }
+    }
+
     /// The MQTT 5 CONNACK properties, parsed. Empty (default) before MQTT 5.
     ///
     /// Errors: an unknown identifier or one CONNACK may not carry, a
@@ -368,6 +383,19 @@ pub(crate) mod tests {
         );
         assert_eq!(assigned_client_id(&[]), None);
         assert_eq!(assigned_client_id(&[0x12, 0x00]), None);
+    }
+
+    #[test]
+    fn an_assigned_client_id_is_added_to_the_others() {
+        let router = ConnAck::parse(&[0x00, 0x00, 0x03, 0x13, 0x00, 0x3C], V5).unwrap();
+        let named = router.with_assigned_client_id("auto-0123");
+        let mut out = BytesMut::new();
+        named.encode(V5, &mut out);
+        let back = ConnAck::parse(&out[2..], V5).unwrap();
+        let p = back.properties_v5().unwrap();
+        assert_eq!(p.assigned_client_identifier.as_deref(), Some("auto-0123"));
+        assert_eq!(p.server_keep_alive, Some(60), "the router's own kept");
+        assert!(back.is_accepted() && !back.session_present);
     }
 
     #[test]
