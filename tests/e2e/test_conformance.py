@@ -227,3 +227,48 @@ def test_mqtt5_client_without_an_id_is_named_by_the_server_and_leaves_cleanly(vi
         c.loop_stop()
     vigil.wait_for(lambda: assigned not in clients(), timeout=2, what="the client gone from the broker's list")
     assert "did not close the connection" not in vigil.stderr()
+
+
+def _alias(n: int):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.PUBLISH)
+    props.TopicAlias = n
+    return props
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websockets"])
+def test_mqtt5_topic_aliases_from_a_client_stand_for_their_topics(vigil, transport):
+    """MQTT 5 section 3.3.2.3.4: the server says how many aliases a client may
+    set (Topic Alias Maximum in the CONNACK); a PUBLISH with a topic and an
+    alias sets it, one with an empty topic and the alias means that topic.
+    Subscribers and the store see the real topic."""
+    base = unique("alias")
+    sub = vigil.client(version=V5, transport=transport)
+    sub.subscribe(f"{base}/#", qos=1)
+    pub = vigil.client(version=V5, transport=transport)
+    assert pub.connack_properties.TopicAliasMaximum == 64
+    sent = [(f"{base}/a", 1, b"1"), ("", 1, b"2"), (f"{base}/b", 2, b"3"), ("", 1, b"4"), ("", 2, b"5"),
+            (f"{base}/c", 1, b"6"), ("", 1, b"7")]
+    for topic, alias, payload in sent:
+        pub.publish_wait(topic, payload, qos=1, properties=_alias(alias))
+    expected = [(f"{base}/a", b"1"), (f"{base}/a", b"2"), (f"{base}/b", b"3"), (f"{base}/a", b"4"),
+                (f"{base}/b", b"5"), (f"{base}/c", b"6"), (f"{base}/c", b"7")]
+    got = [sub.expect_message(timeout=10) for _ in expected]
+    assert [(m.topic, m.payload) for m in got] == expected
+    assert all(getattr(m.properties, "TopicAlias", None) is None for m in got), "no alias leaks to subscribers"
+    stored = [(m["topic"], payload_of(m)) for m in reversed(vigil.wait_stored(f"{base}/a", 3))]  # oldest first
+    assert stored == [(f"{base}/a", b"1"), (f"{base}/a", b"2"), (f"{base}/a", b"4")]
+    assert [m["device"] for m in vigil.wait_stored(f"{base}/c", 2)] == [base, base]
+
+
+@pytest.mark.parametrize("alias, topic, why", [(65, "x", "outside 1 to 64"), (3, "", "stands for no topic")])
+def test_mqtt5_a_wrong_topic_alias_ends_the_connection_with_0x94(vigil, alias, topic, why):
+    c = vigil.client(version=V5)
+    if topic:
+        topic = f"{unique('alias')}/{topic}"
+    c.publish(topic, b"1", qos=1, properties=_alias(alias))  # QoS 1: queued if paho is a moment behind the CONNACK
+    assert c.disconnected.wait(10), "the server kept the connection"
+    assert c.disconnect_rc.value == 0x94, c.disconnect_rc
+    vigil.wait_for(lambda: why in vigil.stderr(), what=f"'{why}' in the log")

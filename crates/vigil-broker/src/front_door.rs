@@ -76,6 +76,9 @@ const PACKET_OVERHEAD: usize = 64 * 1024 + 1024;
 const NOT_AUTHORIZED: u8 = 0x87;
 /// MQTT 3.1.1 SUBACK return code "Failure".
 const SUBACK_FAILURE: u8 = 0x80;
+/// How many topic aliases an MQTT 5 client may set on one connection (the
+/// front door resolves them; see [`Upstream::resolve_topic_alias`]).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
 /// Who may connect and what they may do, and the TLS certificate.
 pub struct Security {
@@ -566,11 +569,15 @@ async fn serve_client(
             return;
         }
     };
-    let connack_bytes = if assigned && version == MqttVersion::V5 && connack.is_accepted() {
+    // MQTT 5: the topic aliases are the front door's, and so is the name of
+    // a client that came without one.
+    let connack_bytes = if version == MqttVersion::V5 && connack.is_accepted() {
+        let mut ours = connack.with_topic_alias_maximum(TOPIC_ALIAS_MAXIMUM);
+        if assigned {
+            ours = ours.with_assigned_client_id(&client_id);
+        }
         let mut out = BytesMut::new();
-        connack
-            .with_assigned_client_id(&client_id)
-            .encode(version, &mut out);
+        ours.encode(version, &mut out);
         out.freeze()
     } else {
         connack_bytes
@@ -620,6 +627,7 @@ async fn serve_client(
         rights,
         to_client: to_client.clone(),
         refused_qos2: HashSet::new(),
+        topic_aliases: Vec::new(),
     };
     let mut up = tokio::spawn(upstream.run());
     // What the router sent after CONNACK goes to the client first.
@@ -689,6 +697,7 @@ async fn serve_client(
     let farewell = match (&reason, version) {
         (_, MqttVersion::V311) => None,
         (DisconnectReason::PacketTooLarge, _) => Some(codec::disconnect_v5(0x95)),
+        (DisconnectReason::TopicAliasInvalid(_), _) => Some(codec::disconnect_v5(0x94)),
         (DisconnectReason::KeepaliveTimeout, _) => Some(codec::disconnect_v5(0x8D)),
         (DisconnectReason::ProtocolError(_), _) => Some(codec::disconnect_v5(0x81)),
         (DisconnectReason::Shutdown, _) => Some(codec::disconnect_v5(0x8B)),
@@ -1070,6 +1079,8 @@ struct Upstream {
     /// QoS 2 PUBLISHes refused and answered with PUBREC: their PUBREL is
     /// answered here too, not by the router.
     refused_qos2: HashSet<u16>,
+    /// MQTT 5 topic aliases the client set: alias `n` at `n - 1`.
+    topic_aliases: Vec<Option<String>>,
 }
 
 impl Upstream {
@@ -1175,23 +1186,33 @@ impl Upstream {
             // `Some(x)`: this packet is not forwarded; `x` is, if any.
             let mut cut: Option<Option<Bytes>> = None;
             match h.packet_type {
-                packet_type::PUBLISH => match Publish::parse(h.flags, body, self.version) {
-                    Ok(publish) if publish.payload.len() > max_payload => {
+                packet_type::PUBLISH => match Publish::parse(h.flags, body, self.version)
+                    .map(|p| self.resolve_topic_alias(p))
+                {
+                    Ok(Err(reason)) => {
+                        tracing::info!(client_id = %self.client_id, "closing the connection: {reason}");
+                        ends = Some(reason);
+                        break;
+                    }
+                    Ok(Ok((publish, _))) if publish.payload.len() > max_payload => {
                         self.refuse_too_large(&h, Some(&publish.topic));
                         ends = Some(DisconnectReason::PacketTooLarge);
                         break;
                     }
-                    Ok(publish) if !self.rights.may_publish(&publish.topic) => {
+                    Ok(Ok((publish, _))) if !self.rights.may_publish(&publish.topic) => {
                         self.refuse_publish(&publish).await;
                         cut = Some(None);
                     }
-                    Ok(publish) => {
+                    Ok(Ok((publish, written_out))) => {
                         // A QoS 2 PUBLISH sent again before PUBREL is the same
                         // message: record it once.
                         let first = publish.qos != 2
                             || publish.packet_id.is_none_or(|id| pending_qos2.insert(id));
                         if first {
                             self.observe(publish).await?;
+                        }
+                        if written_out.is_some() {
+                            cut = Some(written_out);
                         }
                     }
                     Err(e) => {
@@ -1256,6 +1277,50 @@ impl Upstream {
             return Ok(Some(DisconnectReason::PacketTooLarge));
         }
         Ok(None)
+    }
+
+    /// MQTT 5 topic aliases (section 3.3.2.3.4): a PUBLISH may name its topic
+    /// by a number (1 to [`TOPIC_ALIAS_MAXIMUM`]) that an earlier PUBLISH on
+    /// this connection set. The front door keeps the numbers: rights and the
+    /// store see the real topic, and the router gets the PUBLISH written out
+    /// (returned as bytes) with the topic and without the alias, so its own
+    /// alias handling is never relied on.
+    fn resolve_topic_alias(
+        &mut self,
+        mut publish: Publish,
+    ) -> Result<(Publish, Option<Bytes>), DisconnectReason> {
+        let Some(alias) = publish.properties.topic_alias else {
+            return Ok((publish, None));
+        };
+        if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+            return Err(DisconnectReason::TopicAliasInvalid(format!(
+                "alias {alias} is outside 1 to {TOPIC_ALIAS_MAXIMUM}"
+            )));
+        }
+        let slot = usize::from(alias - 1);
+        if self.topic_aliases.len() <= slot {
+            self.topic_aliases.resize(slot + 1, None);
+        }
+        if publish.topic.is_empty() {
+            let Some(topic) = &self.topic_aliases[slot] else {
+                return Err(DisconnectReason::TopicAliasInvalid(format!(
+                    "alias {alias} stands for no topic yet"
+                )));
+            };
+            publish.topic = topic.clone();
+        } else {
+            self.topic_aliases[slot] = Some(publish.topic.clone());
+        }
+        publish.properties_raw = codec::without_property(
+            &publish.properties_raw,
+            codec::property_id::TOPIC_ALIAS,
+            "PUBLISH",
+        )
+        .map_err(|e| DisconnectReason::ProtocolError(e.to_string()))?;
+        publish.properties.topic_alias = None;
+        let mut out = BytesMut::new();
+        publish.encode(self.version, &mut out);
+        Ok((publish, Some(out.freeze())))
     }
 
     async fn forward(&mut self, bytes: &[u8]) -> Result<(), DisconnectReason> {

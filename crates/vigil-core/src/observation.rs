@@ -150,6 +150,9 @@ pub enum DisconnectReason {
     ProtocolError(String),
     /// A packet exceeded the configured maximum size.
     PacketTooLarge,
+    /// An MQTT 5 client used a topic alias outside the range the server
+    /// allows, or one it never set; the text says which.
+    TopicAliasInvalid(String),
     /// Another connection took over the same client id.
     SessionTakenOver,
     /// The broker closed the connection (the text says why).
@@ -173,6 +176,7 @@ impl std::fmt::Display for DisconnectReason {
             DisconnectReason::KeepaliveTimeout => f.write_str("keepalive timeout"),
             DisconnectReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
             DisconnectReason::PacketTooLarge => f.write_str("packet too large"),
+            DisconnectReason::TopicAliasInvalid(e) => write!(f, "topic alias invalid: {e}"),
             DisconnectReason::SessionTakenOver => f.write_str("session taken over"),
             DisconnectReason::ServerClosed(e) => write!(f, "closed by broker: {e}"),
             DisconnectReason::Shutdown => f.write_str("server shutting down"),

@@ -127,11 +127,26 @@ impl ConnAck {
     /// front door names a client that connected without an id, and tells it
     /// the name.
     pub fn with_assigned_client_id(&self, client_id: &str) -> ConnAck {
-        let mut properties =
-            BytesMut::with_capacity(self.properties_raw.len() + client_id.len() + 3);
-        properties.extend_from_slice(&self.properties_raw);
-        properties.put_u8(id::ASSIGNED_CLIENT_IDENTIFIER);
-        wire::put_str(&mut properties, client_id);
+        self.with_property(id::ASSIGNED_CLIENT_IDENTIFIER, |out| {
+            wire::put_str(out, client_id)
+        })
+    }
+
+    /// This CONNACK saying how many topic aliases the client may set (MQTT
+    /// 5), in place of what the router said: the front door resolves them.
+    pub fn with_topic_alias_maximum(&self, maximum: u16) -> ConnAck {
+        self.with_property(id::TOPIC_ALIAS_MAXIMUM, |out| out.put_u16(maximum))
+    }
+
+    /// This CONNACK with property `property_id` (written by `value`) in
+    /// place of any it had.
+    fn with_property(&self, property_id: u8, value: impl FnOnce(&mut BytesMut)) -> ConnAck {
+        let others = super::properties::without_property(&self.properties_raw, property_id, PACKET)
+            .unwrap_or_else(|_| self.properties_raw.clone());
+        let mut properties = BytesMut::with_capacity(others.len() + 8);
+        properties.extend_from_slice(&others);
+        properties.put_u8(property_id);
+        value(&mut properties);
         ConnAck {
             properties_raw: properties.freeze(),
             ..self.clone()
@@ -396,6 +411,11 @@ pub(crate) mod tests {
         assert_eq!(p.assigned_client_identifier.as_deref(), Some("auto-0123"));
         assert_eq!(p.server_keep_alive, Some(60), "the router's own kept");
         assert!(back.is_accepted() && !back.session_present);
+
+        // rumqttd says 4096; the front door says its own.
+        let router = ConnAck::parse(&[0x00, 0x00, 0x03, 0x22, 0x10, 0x00], V5).unwrap();
+        let p = router.with_topic_alias_maximum(64).properties_v5().unwrap();
+        assert_eq!(p.topic_alias_maximum, Some(64), "replaced, not repeated");
     }
 
     #[test]

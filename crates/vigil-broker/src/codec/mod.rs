@@ -63,7 +63,8 @@ pub use disconnect::{
 };
 pub use error::CodecError;
 pub use properties::{
-    property_id, property_name, split_property_block, Properties, Property, PropertyValue,
+    property_id, property_name, split_property_block, without_property, Properties, Property,
+    PropertyValue,
 };
 pub use publish::{Publish, PublishProperties};
 pub use subscribe::{valid_topic_filter, Subscribe, SubscribeProperties, SubscriptionFilter};

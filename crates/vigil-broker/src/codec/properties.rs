@@ -221,6 +221,27 @@ impl<'a> Iterator for Properties<'a> {
     }
 }
 
+/// `raw` (a property block without its length) without the properties whose
+/// identifier is `drop`, the others byte for byte in their order.
+pub fn without_property(
+    raw: &[u8],
+    drop: u8,
+    packet: &'static str,
+) -> Result<bytes::Bytes, CodecError> {
+    let mut properties = Properties::new(raw, packet);
+    let mut out = bytes::BytesMut::with_capacity(raw.len());
+    let mut start = 0;
+    while let Some(property) = properties.next() {
+        let property = property?;
+        let end = raw.len() - properties.reader.left();
+        if property.id != drop {
+            out.extend_from_slice(&raw[start..end]);
+        }
+        start = end;
+    }
+    Ok(out.freeze())
+}
+
 /// Splits a length-prefixed property block off the front of `buf`: returns
 /// the properties (without their length) and what follows them.
 pub fn split_property_block<'a>(
