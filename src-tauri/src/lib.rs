@@ -23,7 +23,7 @@ mod desktop;
 mod events;
 mod tray;
 
-pub use desktop::{config_from_env, Desktop, Notice, Open, Pacer, Settings};
+pub use desktop::{config_from_env, Desktop, Notice, Settings};
 
 use std::sync::Arc;
 

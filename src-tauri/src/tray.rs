@@ -66,9 +66,10 @@ pub fn build<R: Runtime>(app: &AppHandle<R>, desktop: Arc<Desktop>) -> tauri::Re
             "notify" => {
                 let mut settings = for_menu.settings();
                 settings.notify = !settings.notify;
-                if let Err(e) = for_menu.set_settings(settings.clone()) {
+                if let Err(e) = for_menu.set_settings(settings) {
                     tracing::warn!("cannot save the desktop settings: {e}");
                 }
+                // The check mark follows what is in force (unchanged if the save failed).
                 reflect(app, &for_menu.settings());
             }
             "quit" => app.exit(0),

@@ -1187,23 +1187,24 @@ impl Upstream {
             let mut cut: Option<Option<Bytes>> = None;
             match h.packet_type {
                 packet_type::PUBLISH => match Publish::parse(h.flags, body, self.version)
-                    .map(|p| self.resolve_topic_alias(p))
+                    .map_err(|e| DisconnectReason::ProtocolError(format!("malformed PUBLISH: {e}")))
+                    .and_then(|p| self.resolve_topic_alias(p))
                 {
-                    Ok(Err(reason)) => {
+                    Err(reason) => {
                         tracing::info!(client_id = %self.client_id, "closing the connection: {reason}");
                         ends = Some(reason);
                         break;
                     }
-                    Ok(Ok((publish, _))) if publish.payload.len() > max_payload => {
+                    Ok((publish, _)) if publish.payload.len() > max_payload => {
                         self.refuse_too_large(&h, Some(&publish.topic));
                         ends = Some(DisconnectReason::PacketTooLarge);
                         break;
                     }
-                    Ok(Ok((publish, _))) if !self.rights.may_publish(&publish.topic) => {
+                    Ok((publish, _)) if !self.rights.may_publish(&publish.topic) => {
                         self.refuse_publish(&publish).await;
                         cut = Some(None);
                     }
-                    Ok(Ok((publish, written_out))) => {
+                    Ok((publish, written_out)) => {
                         // A QoS 2 PUBLISH sent again before PUBREL is the same
                         // message: record it once.
                         let first = publish.qos != 2
@@ -1214,13 +1215,6 @@ impl Upstream {
                         if written_out.is_some() {
                             cut = Some(written_out);
                         }
-                    }
-                    Err(e) => {
-                        tracing::info!(client_id = %self.client_id, "closing the connection: malformed PUBLISH: {e}");
-                        ends = Some(DisconnectReason::ProtocolError(format!(
-                            "malformed PUBLISH: {e}"
-                        )));
-                        break;
                     }
                 },
                 packet_type::PUBREL => {

@@ -293,10 +293,11 @@ async fn publish_only(broker: SocketAddr, plan: &LoadPlan, args: &IngestArgs) ->
         _ => 0.0,
     };
     let acked = outcome.acked();
-    let done = if plan.qos_number() == 0 {
-        outcome.written()
+    // QoS 0 has no acknowledgement: what was written is what was sent.
+    let (done, verb) = if plan.qos_number() == 0 {
+        (outcome.written(), "written")
     } else {
-        acked
+        (acked, "acknowledged")
     };
     let rate = if seconds > 0.0 {
         done as f64 / seconds
@@ -319,13 +320,8 @@ async fn publish_only(broker: SocketAddr, plan: &LoadPlan, args: &IngestArgs) ->
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let acks = if plan.qos_number() == 0 {
-            "written"
-        } else {
-            "acknowledged"
-        };
         println!(
-            "{broker}: {} devices, QoS {}: {} of {} messages {acks} in {seconds:.1} s ({rate:.0} msg/s){}",
+            "{broker}: {} devices, QoS {}: {} of {} messages {verb} in {seconds:.1} s ({rate:.0} msg/s){}",
             plan.devices,
             plan.qos_number(),
             done,

@@ -5,9 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use vigil_core::{MqttVersion, UserProperty};
 
-use super::properties::{
-    property_id as id, user_property, Collector, Properties, PropertyValue as V,
-};
+use super::properties::{property_id as id, user_property, Collector, PropertyValue as V};
 use super::wire::{self, Reader};
 use super::{is_v5, CodecError};
 
@@ -234,19 +232,6 @@ fn collect(raw: &[u8], src: Option<&Bytes>) -> Result<ConnAckProperties, CodecEr
     Ok(out)
 }
 
-/// The assigned client identifier in a CONNACK's raw MQTT 5 properties
-/// ([`ConnAck::properties_raw`]), if there is one; `None` also when the
-/// properties cannot be read. Cheaper than [`ConnAck::properties_v5`]: it
-/// copies only the identifier.
-pub fn assigned_client_id(properties_raw: &[u8]) -> Option<String> {
-    Properties::new(properties_raw, PACKET)
-        .map_while(Result::ok)
-        .find_map(|p| match p.value {
-            V::Utf8(v) if p.id == id::ASSIGNED_CLIENT_IDENTIFIER => Some(v.to_owned()),
-            _ => None,
-        })
-}
-
 /// Why the front door refuses a client, mapped to the CONNACK code each MQTT
 /// version has for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,12 +377,6 @@ pub(crate) mod tests {
         let p = c.properties_v5().expect("properties");
         assert_eq!(p.assigned_client_identifier.as_deref(), Some("abc"));
         assert_eq!(p.server_keep_alive, Some(60));
-        assert_eq!(
-            assigned_client_id(&c.properties_raw).as_deref(),
-            Some("abc")
-        );
-        assert_eq!(assigned_client_id(&[]), None);
-        assert_eq!(assigned_client_id(&[0x12, 0x00]), None);
     }
 
     #[test]

@@ -8,9 +8,9 @@ use bytes::{Bytes, BytesMut};
 use vigil_core::MqttVersion;
 
 use super::{
-    assigned_client_id, disconnect_reason, next_frame, parse_frame_header, split_property_block,
-    valid_topic_filter, ConnAck, Connect, Disconnect, FrameHeader, Properties, Publish, SubAck,
-    Subscribe,
+    disconnect_reason, next_frame, parse_frame_header, property_id, split_property_block,
+    valid_topic_filter, without_property, ConnAck, Connect, Disconnect, FrameHeader, Properties,
+    Publish, SubAck, Subscribe,
 };
 
 const VERSIONS: [MqttVersion; 2] = [MqttVersion::V311, MqttVersion::V5];
@@ -111,8 +111,13 @@ fn every_parser(flags: u8, body: Bytes) -> usize {
             "the length prefix takes at least one byte"
         );
         Properties::new(block, "FUZZ").for_each(drop);
+        if let Ok(kept) = without_property(block, property_id::TOPIC_ALIAS, "FUZZ") {
+            assert!(
+                kept.len() <= block.len(),
+                "dropping a property never adds bytes"
+            );
+        }
     }
-    let _ = assigned_client_id(&body);
     if let Ok(s) = std::str::from_utf8(&body) {
         let _ = valid_topic_filter(s);
     }

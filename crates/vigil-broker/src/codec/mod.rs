@@ -55,7 +55,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use vigil_core::MqttVersion;
 
 pub use ack::{publish_ack, SubAck};
-pub use connack::{assigned_client_id, ConnAck, ConnAckProperties, Refusal};
+pub use connack::{ConnAck, ConnAckProperties, Refusal};
 pub use connect::{Connect, ConnectProperties, Will, WillProperties};
 pub use disconnect::{
     disconnect_reason, disconnect_v5, disconnect_v5_with_reason_string, Disconnect,
