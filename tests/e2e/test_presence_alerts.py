@@ -63,7 +63,9 @@ def test_a_device_that_stops_goes_stale_after_its_learned_bound_then_offline(vig
                      what="the device going stale")[1]
     offline = sse.find(lambda n, e: e["device"] == key and e["to"] == "offline", timeout=15,
                        what="the device going offline")[1]
-    d = device(vigil, key)
+    # Events go out before the store writes them: wait for the store to agree.
+    d = wait_for(lambda: (d := device(vigil, key))["presence"]["state"] == "offline" and d,
+                 timeout=5, what="the store to record the device offline")
     interval = d["presence"]["learned_interval"]
     assert 0.4 * SECOND <= interval <= 0.7 * SECOND, d["presence"]
     # Stale after 3 learned intervals (at least 1 s), offline after 10.
@@ -72,7 +74,6 @@ def test_a_device_that_stops_goes_stale_after_its_learned_bound_then_offline(vig
     assert stale["at"] - last <= 3 * interval + SECOND, "stale came too late"
     assert "silent for" in stale["reason"] and "learned" in stale["reason"]
     assert offline["at"] - last >= 10 * interval - 1000
-    assert d["presence"]["state"] == "offline"
     states = [(h["from"], h["to"]) for h in reversed(history(vigil, key))]
     assert states == [("unknown", "online"), ("online", "stale"), ("stale", "offline")]
     sse.close()
