@@ -64,8 +64,9 @@ def test_a_device_that_stops_goes_stale_after_its_learned_bound_then_offline(vig
     offline = sse.find(lambda n, e: e["device"] == key and e["to"] == "offline", timeout=15,
                        what="the device going offline")[1]
     # Events go out before the store writes them: wait for the store to agree.
-    d = wait_for(lambda: (d := device(vigil, key))["presence"]["state"] == "offline" and d,
-                 timeout=5, what="the store to record the device offline")
+    wait_for(lambda: presence_of(vigil, key) == "offline", timeout=5,
+             what="the store to record the device offline")
+    d = device(vigil, key)
     interval = d["presence"]["learned_interval"]
     assert 0.4 * SECOND <= interval <= 0.7 * SECOND, d["presence"]
     # Stale after 3 learned intervals (at least 1 s), offline after 10.
