@@ -2,7 +2,7 @@
 # Python 3.11 and Node already there).
 #
 #   make deps    install what is missing: Debian's mosquitto, mosquitto-clients, openssl,
-#                chromium, WebKitGTK (the desktop window) with its WebDriver and Xvfb, a
+#                libcoap3-bin, chromium, WebKitGTK (the desktop window) with its WebDriver and Xvfb, a
 #                Python venv at .venv with tests/requirements.txt, ui/node_modules (npm ci)
 #                and tauri-driver (cargo install)
 #   make ui      build the web UI into ui/dist (vigil embeds it when built after)
@@ -29,7 +29,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 VPY := $(VENV)/bin/python
 ARTIFACTS := artifacts
-APT_PACKAGES := mosquitto mosquitto-clients chromium openssl \
+APT_PACKAGES := mosquitto mosquitto-clients libcoap3-bin chromium openssl \
   libwebkit2gtk-4.1-dev libayatana-appindicator3-dev xvfb xauth webkit2gtk-driver \
   dunst dbus-daemon
 # sudo only when not root (CI runs as root and may have no sudo at all).

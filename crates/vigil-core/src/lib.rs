@@ -1,12 +1,14 @@
 //! Vigil's domain, free of I/O.
 //!
 //! Every source Vigil listens to (the embedded broker's front door, external
-//! brokers, CoAP later) turns what it hears into an [`Observation`]. The engine
+//! brokers, the CoAP client) turns what it hears into an [`Observation`]. The engine
 //! turns observations into devices and numeric samples using the pure functions
 //! here:
 //!
 //! - [`observation`]: what a source reports: a message, or a client connecting
 //!   and disconnecting with its reason.
+//! - [`coap`]: what the CoAP side reports (answers, readings, silence) and the
+//!   resources a device lists.
 //! - [`identity`]: which device a topic belongs to ([`DeviceRule`]).
 //! - [`decode`]: numeric metrics found in a payload (JSON by path, plain numbers,
 //!   booleans); anything else stays raw.
@@ -17,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod alert;
+pub mod coap;
 pub mod convention;
 pub mod decode;
 pub mod identity;
