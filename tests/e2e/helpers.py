@@ -481,3 +481,30 @@ class Player:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.kill()
+
+
+def free_udp_port() -> int:
+    """A UDP port free on loopback now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class DeviceProcess:
+    """A device in a process of its own (a CoAP server, a device script);
+    `ready` is the start of the line it prints once it serves."""
+
+    def __init__(self, args: list[str], ready: str | None):
+        self.args = args
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        if ready is not None:
+            line = self.proc.stdout.readline()
+            if not line.startswith(ready):
+                self.kill()
+                raise AssertionError(f"{' '.join(args)} did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)

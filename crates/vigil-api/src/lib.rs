@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use vigil_core::now_micros;
-use vigil_engine::{AlertRule, EngineError, Event, MessageQuery, PublishRequest, SettingsUpdate};
+use vigil_engine::{
+    AlertRule, CoapRequestBody, EngineError, Event, MessageQuery, PublishRequest, SettingsUpdate,
+};
 
 type Engine = Arc<vigil_engine::Engine>;
 
@@ -49,6 +51,10 @@ pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
         )
         .route("/api/messages", get(messages))
         .route("/api/publish", post(publish))
+        .route("/api/coap", get(coap))
+        .route("/api/coap/discover", post(coap_discover))
+        .route("/api/coap/devices", post(coap_add))
+        .route("/api/coap/request", post(coap_request))
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
         .route("/api/broker", get(broker))
@@ -153,6 +159,7 @@ impl From<EngineError> for ApiError {
         let status = match e {
             EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Unreachable(_) => StatusCode::GATEWAY_TIMEOUT,
             EngineError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -357,6 +364,37 @@ async fn publish(
     let request = body(request, "publish request")?;
     app.engine.publish(request).await?;
     Ok(Json(serde_json::json!({ "ok": true })).into_response())
+}
+
+async fn coap(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.coap().await?).into_response())
+}
+
+async fn coap_discover(State(app): State<App>) -> Result<Response, ApiError> {
+    Ok(Json(app.engine.coap_discover().await?).into_response())
+}
+
+/// `{"address": "192.0.2.7:5683"}`
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CoapAddress {
+    address: String,
+}
+
+async fn coap_add(
+    State(app): State<App>,
+    request: Result<Json<CoapAddress>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = body(request, "CoAP device")?;
+    Ok(Json(app.engine.coap_add(&request.address).await?).into_response())
+}
+
+async fn coap_request(
+    State(app): State<App>,
+    request: Result<Json<CoapRequestBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = body(request, "CoAP request")?;
+    Ok(Json(app.engine.coap_request(request).await?).into_response())
 }
 
 async fn broker(State(app): State<App>) -> Result<Response, ApiError> {

@@ -50,7 +50,8 @@ pub async fn discover(
                 let group = SocketAddr::V4(SocketAddrV4::new(ALL_COAP_NODES_V4, port));
                 asks.push((interface.name.clone(), group, ep.clone(), Some(via)));
             }
-            if let (Some(ep), true) = (v6, interface.ipv6) {
+            // Linux carries no IPv6 multicast over loopback.
+            if let (Some(ep), true) = (v6, interface.ipv6 && !interface.loopback) {
                 let group = SocketAddr::V6(SocketAddrV6::new(
                     ALL_COAP_NODES_V6,
                     port,

@@ -59,6 +59,10 @@ pub enum CoapWhat {
         how: String,
         /// Its resources, or why its answer was not link format.
         resources: Result<Vec<CoapResource>, String>,
+        /// Whether the answer counts as a sign of life. A device whose
+        /// readings are observed is judged by them: answering a probe while
+        /// its notifications have stopped leaves it stale.
+        alive: bool,
     },
     /// A representation of one of its resources: a response or a notification.
     Reading {

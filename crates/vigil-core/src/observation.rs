@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
+use crate::coap::CoapEvent;
 use crate::time::Micros;
 
 /// One thing a source saw, with the time it saw it.
@@ -17,6 +18,8 @@ pub enum Observation {
     Message(Message),
     /// A client's connection opened, was refused, or closed.
     Connection(ConnectionEvent),
+    /// A CoAP device answered, sent a reading, or stopped answering.
+    Coap(CoapEvent),
 }
 
 impl Observation {
@@ -25,6 +28,7 @@ impl Observation {
         match self {
             Observation::Message(m) => m.at,
             Observation::Connection(c) => c.at,
+            Observation::Coap(c) => c.at,
         }
     }
 }

@@ -22,6 +22,9 @@
 //! max_bytes = 10737418240
 //! [devices]
 //! topic_level = 0
+//! [coap]
+//! discovery = true                # multicast discovery at start and every 300 s
+//! devices = ["192.0.2.7", "[fe80::1%eth0]:5683"]
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +35,7 @@ use vigil_core::presence::PresenceConfig;
 use vigil_core::{ConventionsConfig, DeviceRule};
 
 use crate::auth::AuthConfig;
+use crate::coap::CoapConfig;
 use crate::error::EngineError;
 
 /// Everything Vigil can be told.
@@ -57,6 +61,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// Where alerts go besides the event stream.
     pub alerts: AlertsConfig,
+    /// CoAP devices: discovery, probes, observe.
+    pub coap: CoapConfig,
 }
 
 /// Where alerts go besides the event stream.
@@ -115,6 +121,7 @@ impl Default for Config {
             conventions: ConventionsConfig::default(),
             presence: PresenceConfig::default(),
             alerts: AlertsConfig::default(),
+            coap: CoapConfig::default(),
         }
     }
 }
@@ -191,6 +198,7 @@ impl Config {
             crate::webhook::check_url(url)
                 .map_err(|e| EngineError::Config(format!("alerts.webhooks: {e}")))?;
         }
+        self.coap.validate().map_err(EngineError::Config)?;
         if self.alerts.webhook_queue == 0 {
             return Err(EngineError::Config(
                 "alerts.webhook_queue must be at least 1".into(),

@@ -13,6 +13,9 @@ use tokio::task::JoinHandle;
 use vigil_broker::{Broker, Security};
 
 use crate::auth::Gatekeeper;
+use crate::coap::{
+    Coap, CoapDeviceView, CoapRequestBody, CoapResponseView, CoapView, DiscoveryView,
+};
 use vigil_core::alert::{Alert, AlertEvaluator, AlertRule};
 use vigil_core::presence::PresenceTracker;
 use vigil_core::{now_micros, Conventions, Message, MessageRef, Observation};
@@ -123,6 +126,7 @@ pub struct Engine {
     webhooks: JoinHandle<()>,
     announce: Option<JoinHandle<()>>,
     addresses: JoinHandle<()>,
+    coap: Option<Coap>,
 }
 
 impl Engine {
@@ -247,6 +251,24 @@ impl Engine {
         let (stop, stopped) = oneshot::channel();
         let (commands, commanded) = mpsc::channel(64);
         let task = tokio::spawn(ingest.run(observed, commanded, stopped));
+        let coap = if config.coap.enabled {
+            match Coap::start(
+                config.coap.clone(),
+                observations.clone(),
+                store.coap_devices().await?,
+            )
+            .await
+            {
+                Ok(coap) => Some(coap),
+                // No CoAP socket is no reason to stop watching MQTT devices.
+                Err(e) => {
+                    tracing::error!("CoAP is off: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let retention = tokio::spawn(run_retention(writer.clone(), config.store.clone()));
         let addresses = tokio::spawn(follow_addresses(config.clone(), Arc::downgrade(&broker)));
         let webhooks = tokio::spawn(crate::webhook::run(store.clone(), writer, webhook_wake));
@@ -278,6 +300,7 @@ impl Engine {
             webhooks,
             announce,
             addresses,
+            coap,
         })
     }
 
@@ -511,23 +534,7 @@ impl Engine {
 
     /// Publishes through the broker and records the message like any other.
     pub async fn publish(&self, request: PublishRequest) -> Result<(), EngineError> {
-        use base64::Engine as _;
-        let payload = match (request.payload, request.payload_base64) {
-            (Some(text), None) => Bytes::from(text),
-            (None, Some(b64)) => Bytes::from(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .map_err(|e| {
-                        EngineError::BadRequest(format!("payload_base64 is not valid base64: {e}"))
-                    })?,
-            ),
-            (None, None) => Bytes::new(),
-            (Some(_), Some(_)) => {
-                return Err(EngineError::BadRequest(
-                    "give either 'payload' or 'payload_base64', not both".into(),
-                ))
-            }
-        };
+        let payload = payload_of(request.payload, request.payload_base64)?;
         if request.qos > 2 {
             return Err(EngineError::BadRequest(format!(
                 "qos must be 0, 1 or 2, not {}",
@@ -555,6 +562,51 @@ impl Engine {
             .map_err(|_| EngineError::Stopping)
     }
 
+    /// The CoAP side: devices found, their resources, the last discovery.
+    pub async fn coap(&self) -> Result<CoapView, EngineError> {
+        match &self.coap {
+            Some(coap) => coap.view().await,
+            None => Ok(CoapView {
+                enabled: false,
+                discovery: false,
+                rediscover_every_s: self.config.coap.rediscover_every_s,
+                interfaces: Vec::new(),
+                devices: Vec::new(),
+                last_discovery: None,
+                discovering: false,
+            }),
+        }
+    }
+
+    fn coap_side(&self) -> Result<&Coap, EngineError> {
+        self.coap
+            .as_ref()
+            .ok_or_else(|| EngineError::BadRequest("CoAP is off (coap.enabled = false)".into()))
+    }
+
+    /// Searches the local network for CoAP devices now (multicast
+    /// `/.well-known/core` on the configured interfaces) and waits for the
+    /// round's window; a round already running is joined.
+    pub async fn coap_discover(&self) -> Result<DiscoveryView, EngineError> {
+        self.coap_side()?.discover().await
+    }
+
+    /// Asks the device at `address` for its resources; when it answers it
+    /// becomes a device, is observed and probed like a discovered one.
+    pub async fn coap_add(&self, address: &str) -> Result<CoapDeviceView, EngineError> {
+        self.coap_side()?.add(address).await
+    }
+
+    /// Sends a request to a CoAP resource (a technician's GET, PUT, POST or
+    /// DELETE) and returns the device's whole answer.
+    pub async fn coap_request(
+        &self,
+        request: CoapRequestBody,
+    ) -> Result<CoapResponseView, EngineError> {
+        let payload = payload_of(request.payload.clone(), request.payload_base64.clone())?;
+        self.coap_side()?.request(request, payload).await
+    }
+
     /// Stops in order: clients are closed, every accepted observation is
     /// stored, the database is closed. It takes `&self` so a shell can stop
     /// the engine while requests still hold it; afterwards every call fails
@@ -563,6 +615,9 @@ impl Engine {
         self.retention.abort();
         self.webhooks.abort();
         self.addresses.abort();
+        if let Some(coap) = &self.coap {
+            coap.shutdown();
+        }
         if let Some(announce) = &self.announce {
             announce.abort();
         }
@@ -576,6 +631,24 @@ impl Engine {
             }
         }
         self.store.close().await;
+    }
+}
+
+/// A request's payload, given as text or as base64 (not both).
+fn payload_of(text: Option<String>, base64: Option<String>) -> Result<Bytes, EngineError> {
+    use base64::Engine as _;
+    match (text, base64) {
+        (Some(text), None) => Ok(Bytes::from(text)),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map(Bytes::from)
+            .map_err(|e| {
+                EngineError::BadRequest(format!("payload_base64 is not valid base64: {e}"))
+            }),
+        (None, None) => Ok(Bytes::new()),
+        (Some(_), Some(_)) => Err(EngineError::BadRequest(
+            "give either 'payload' or 'payload_base64', not both".into(),
+        )),
     }
 }
 

@@ -15,6 +15,9 @@ pub enum EngineError {
     /// What was asked for does not exist; the text says what.
     #[error("{0}")]
     NotFound(String),
+    /// A device did not answer (or refused); the text says which and how.
+    #[error("{0}")]
+    Unreachable(String),
     /// A request was not valid; the text says why.
     #[error("{0}")]
     BadRequest(String),

@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 use vigil_core::alert::{AlertChange, AlertEvaluator, AlertRule, DeviceFacts};
+use vigil_core::coap::{CoapEvent, CoapWhat};
 use vigil_core::convention::{Announced, DeviceInfo};
-use vigil_core::decode::metric_name;
+use vigil_core::decode::{decode_with, metric_name};
 use vigil_core::presence::{PresenceState, PresenceTracker, Transition};
 use vigil_core::{
     decode_payload, now_micros, ConnectionOutcome, Conventions, DeviceRule, DisconnectReason, Fact,
-    Interpretation, Message, MessageRef, Micros, Observation,
+    Interpretation, Message, MessageRef, Micros, Observation, PayloadKind,
 };
 use vigil_store::{Change, DeviceDescription, DeviceSettings, Record, Sample, WriterHandle};
 
@@ -269,6 +270,7 @@ impl Ingest {
     async fn handle(&mut self, observation: Observation) {
         match observation {
             Observation::Message(m) => self.message(m).await,
+            Observation::Coap(c) => self.coap(c).await,
             Observation::Connection(c) => {
                 let (outcome, reason) = match &c.outcome {
                     ConnectionOutcome::Connected { .. } => ("connected", None),
@@ -469,8 +471,115 @@ impl Ingest {
             }
         }
 
+        let alive = !(m.is_will || says_gone);
+        self.finish(m, device, samples, alive).await;
+    }
+
+    /// What the CoAP side saw. A CoAP device is one endpoint (`coap/<address>`);
+    /// a reading is stored as a message on `coap/<address>/<path>`, its
+    /// metrics named by the resource path, or by SenML's own names.
+    async fn coap(&mut self, event: CoapEvent) {
+        let key = vigil_core::coap::device_id(event.address);
+        let convention = vigil_core::Convention::Coap.as_str();
+        match event.what {
+            CoapWhat::Reading {
+                path,
+                payload,
+                content_format,
+                observe: _,
+            } => {
+                self.received.fetch_add(1, Ordering::Relaxed);
+                let content_type = content_format.map(|cf| cf.to_string());
+                let decoded = decode_with(&payload, content_type.as_deref());
+                let senml = decoded.kind == PayloadKind::Senml;
+                let resource = path.trim_start_matches('/');
+                let mut samples = Vec::new();
+                self.device_seen(&key, convention, Some(&key), None, event.at)
+                    .await;
+                for metric in decoded.metrics {
+                    let name = if senml && !metric.name.is_empty() {
+                        metric.name
+                    } else {
+                        metric_name(resource, &metric.name)
+                    };
+                    if let Some(unit) = &metric.unit {
+                        self.unit(&key, &name, unit).await;
+                    }
+                    samples.push(Sample {
+                        metric: name,
+                        value: metric.value,
+                        at: metric.at,
+                    });
+                }
+                let m = Message {
+                    at: event.at,
+                    topic: format!("{key}{path}"),
+                    payload,
+                    qos: 0,
+                    retain: false,
+                    client_id: None,
+                    user_properties: Vec::new(),
+                    content_type,
+                    is_will: false,
+                };
+                self.finish(m, Some(key), samples, true).await;
+            }
+            CoapWhat::Answered {
+                how,
+                resources,
+                alive,
+            } => {
+                self.device_seen(&key, convention, Some(&key), None, event.at)
+                    .await;
+                let (resources, error) = match resources {
+                    Ok(list) => (serde_json::to_string(&list).ok(), None),
+                    Err(e) => (None, Some(e)),
+                };
+                let _ = self
+                    .writer
+                    .change(Change::CoapDevice {
+                        device: key.clone(),
+                        address: event.address.to_string(),
+                        found_by: how,
+                        resources,
+                        error,
+                        at: event.at,
+                    })
+                    .await;
+                if alive {
+                    let t = self.presence.traffic(&key, event.at);
+                    if let Some(k) = self.known.get_mut(&key) {
+                        k.dirty = true;
+                    }
+                    self.after_presence(&key, t).await;
+                    self.deadlines_changed();
+                }
+            }
+            CoapWhat::Unreachable { reason } => {
+                let t = self.presence.announced(
+                    &key,
+                    event.at,
+                    PresenceState::Offline,
+                    format!("CoAP: {reason}"),
+                );
+                self.after_presence(&key, t).await;
+                self.deadlines_changed();
+            }
+        }
+    }
+
+    /// What every message ends with, whatever its source: a sign of life
+    /// for its device (unless `alive` is false: a will, an "offline"), the
+    /// alert rules on its readings, the live event, and the stored record.
+    async fn finish(
+        &mut self,
+        m: Message,
+        device: Option<String>,
+        samples: Vec<Sample>,
+        alive: bool,
+    ) {
         // A message is a sign of life (a will is the opposite).
-        if let (Some(d), false) = (&device, m.is_will || says_gone) {
+        if let (Some(d), true) = (&device, alive) {
             let t = self.presence.traffic(d, m.at);
             if let Some(k) = self.known.get_mut(d) {
                 k.dirty = true;

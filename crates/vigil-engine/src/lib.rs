@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod bus;
 pub mod certs;
+mod coap;
 pub mod config;
 mod engine;
 mod error;
@@ -29,6 +30,9 @@ pub mod view;
 mod webhook;
 
 pub use bus::{Event, EventBus, Subscription};
+pub use coap::{
+    CoapConfig, CoapDeviceView, CoapRequestBody, CoapResponseView, CoapView, DiscoveryView,
+};
 pub use config::{AlertsConfig, Config, HttpConfig, StoreConfig};
 pub use engine::{BrokerView, Engine, ListenerView, PublishRequest, Stats};
 pub use error::EngineError;

@@ -94,6 +94,32 @@ pub(crate) async fn change(
                 .execute(&mut *conn)
                 .await?;
         }
+        Change::CoapDevice {
+            device,
+            address,
+            found_by,
+            resources,
+            error,
+            at,
+        } => {
+            let id = device_id(conn, devices, device, *at).await?;
+            sqlx::query(
+                "INSERT INTO coap_devices (device_id, address, found_by, resources, error, answered_at)
+                 VALUES (?1, ?2, ?3, coalesce(?4, '[]'), ?5, ?6)
+                 ON CONFLICT (device_id) DO UPDATE SET address = excluded.address,
+                    found_by = excluded.found_by, error = excluded.error,
+                    answered_at = excluded.answered_at,
+                    resources = coalesce(?4, coap_devices.resources)",
+            )
+            .bind(id)
+            .bind(address.as_str())
+            .bind(found_by.as_str())
+            .bind(resources.as_deref())
+            .bind(error.as_deref())
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
         Change::Settings { device, settings } => {
             let id = device_id(conn, devices, device, 0).await?;
             sqlx::query(

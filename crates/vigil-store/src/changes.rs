@@ -38,6 +38,23 @@ pub enum Change {
         /// The device's key.
         device: String,
     },
+    /// A CoAP device answered `/.well-known/core`: where, how it was found,
+    /// and what it lists (JSON array of resources; the previous list stays
+    /// when `error` says why this answer was unreadable).
+    CoapDevice {
+        /// The device's key.
+        device: String,
+        /// Its address (`192.0.2.7:5683`, `[fe80::1%2]:5683`).
+        address: String,
+        /// How it was found ("multicast on eth0", "probe", "configured").
+        found_by: String,
+        /// Its resources as JSON, or `None` to keep the ones known.
+        resources: Option<String>,
+        /// Why its answer could not be read, in words.
+        error: Option<String>,
+        /// When it answered.
+        at: Micros,
+    },
     /// What the user set for a device.
     Settings {
         /// The device's key.

@@ -368,6 +368,38 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_coap_device_keeps_its_resources_when_an_answer_is_unreadable() {
+        let (_dir, store) = temp_store().await;
+        let writer = store
+            .spawn_writer(WriterOptions::default(), Box::new(|_| {}))
+            .unwrap();
+        let found = |at, resources: Option<&str>, error: Option<&str>| Change::CoapDevice {
+            device: "coap/127.0.0.1:5683".into(),
+            address: "127.0.0.1:5683".into(),
+            found_by: "probe".into(),
+            resources: resources.map(str::to_owned),
+            error: error.map(str::to_owned),
+            at,
+        };
+        writer
+            .change(found(5, Some(r#"[{"path":"/t"}]"#), None))
+            .await
+            .unwrap();
+        writer
+            .change(found(9, None, Some("not CoRE link format at byte 3")))
+            .await
+            .unwrap();
+        writer.shutdown().await.unwrap();
+        let rows = store.coap_devices().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(row.device, "coap/127.0.0.1:5683");
+        assert_eq!(row.resources_json, r#"[{"path":"/t"}]"#);
+        assert_eq!(row.error.as_deref(), Some("not CoRE link format at byte 3"));
+        assert_eq!(row.answered_at, 9);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn changes_are_committed_with_records_and_read_back() {
         let (_dir, store) = temp_store().await;
         let writer = store

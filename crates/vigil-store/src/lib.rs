@@ -47,8 +47,8 @@ pub use devices::{DeviceRow, MetricRow, PresenceChange};
 pub use error::StoreError;
 pub use store::Store;
 pub use types::{
-    Bucket, Flushed, MessageQuery, Record, RetainedMessage, Retention, RetentionReport, Sample,
-    Series, StoreStats, StoredMessage, WriterOptions,
+    Bucket, CoapDeviceRow, Flushed, MessageQuery, Record, RetainedMessage, Retention,
+    RetentionReport, Sample, Series, StoreStats, StoredMessage, WriterOptions,
 };
 pub use vigil_core::Micros;
 

@@ -14,8 +14,8 @@ use vigil_core::Micros;
 
 use crate::error::StoreError;
 use crate::types::{
-    Bucket, Flushed, MessageQuery, RetainedMessage, Series, StoreStats, StoredMessage,
-    WriterOptions,
+    Bucket, CoapDeviceRow, Flushed, MessageQuery, RetainedMessage, Series, StoreStats,
+    StoredMessage, WriterOptions,
 };
 use crate::writer::{self, WriterHandle};
 
@@ -449,6 +449,30 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(self.inner.query_error("reading retained messages"))
+    }
+
+    /// The CoAP devices found so far, by device key.
+    pub async fn coap_devices(&self) -> Result<Vec<CoapDeviceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.key, c.address, c.found_by, c.resources, c.error, c.answered_at
+             FROM coap_devices c JOIN devices d ON d.id = c.device_id ORDER BY d.key",
+        )
+        .fetch_all(&self.inner.read)
+        .await
+        .map_err(self.inner.query_error("reading CoAP devices"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(CoapDeviceRow {
+                    device: row.try_get(0)?,
+                    address: row.try_get(1)?,
+                    found_by: row.try_get(2)?,
+                    resources_json: row.try_get(3)?,
+                    error: row.try_get(4)?,
+                    answered_at: row.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.inner.query_error("reading CoAP devices"))
     }
 
     /// Row counts and file size. Counting walks an index of each table, so

@@ -200,6 +200,23 @@ pub struct RetainedMessage {
     pub properties: Option<String>,
 }
 
+/// A CoAP device as last found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoapDeviceRow {
+    /// The device's key.
+    pub device: String,
+    /// Where it answers.
+    pub address: String,
+    /// How it was found.
+    pub found_by: String,
+    /// Its resources as JSON (an array of `CoapResource`).
+    pub resources_json: String,
+    /// Why its last answer could not be read.
+    pub error: Option<String>,
+    /// When it last answered `/.well-known/core`.
+    pub answered_at: Micros,
+}
+
 /// How much history to keep. Devices and retained messages are never deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {

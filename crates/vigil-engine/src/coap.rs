@@ -1,0 +1,1081 @@
+//! The CoAP source: finds CoAP devices (multicast discovery, configured
+//! addresses, an address a technician types), observes their readings,
+//! probes the ones that fell silent, and carries a technician's requests.
+//! Everything it hears goes to the engine task as
+//! [`Observation::Coap`], on the same channel as the broker's messages, so a
+//! CoAP device gets the same store, presence and alerts as any other.
+//!
+//! One task owns what is known of each device; observations run as tasks
+//! of their own and report back when they end.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use vigil_coap::discovery::{self, Found};
+use vigil_coap::interfaces::{multicast_interfaces, Interface};
+use vigil_coap::{CoapError, Endpoint, Method, Notice, Request, Response, Timing};
+use vigil_core::coap::{content_format_name, device_id, CoapEvent, CoapResource, CoapWhat};
+use vigil_core::{now_micros, Micros, Observation};
+use vigil_store::CoapDeviceRow;
+
+use crate::error::EngineError;
+
+/// CoAP settings (`[coap]` in the configuration file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoapConfig {
+    /// Open the CoAP client at all (requests, observe, probes).
+    pub enabled: bool,
+    /// Multicast discovery at start and then every `rediscover_every_s`.
+    /// Off unless asked for: a monitor in a clinic should not announce
+    /// itself on a network it was not told to search; the Devices screen
+    /// and `POST /api/coap/discover` search on demand either way.
+    pub discovery: bool,
+    /// Seconds between discovery rounds when `discovery` is on (0: at start only).
+    pub rediscover_every_s: u64,
+    /// How long a round collects answers (servers delay theirs at random).
+    pub discovery_window_s: f64,
+    /// Interfaces to search (empty: every interface that is up and has multicast).
+    pub interfaces: Vec<String>,
+    /// Ports to search (devices on another port than 5683 answer there).
+    pub ports: Vec<u16>,
+    /// Devices to probe and observe at start: `192.0.2.7`, `192.0.2.7:5684`, `[fe80::1%eth0]:5683`.
+    pub devices: Vec<String>,
+    /// A device not heard from for this long is asked `/.well-known/core`;
+    /// when that fails (after every retransmission) it is offline.
+    pub probe_every_s: u64,
+    /// Which observable resources are observed, by content format: `text`,
+    /// `json`, `cbor`, `senml`, and `unlabelled` (no `ct` in the link).
+    pub observe: Vec<String>,
+    /// RFC 7252's ACK_TIMEOUT in milliseconds (the first wait for an ACK).
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        CoapConfig {
+            enabled: true,
+            discovery: false,
+            rediscover_every_s: 300,
+            discovery_window_s: 6.0,
+            interfaces: Vec::new(),
+            ports: vec![vigil_coap::PORT],
+            devices: Vec::new(),
+            probe_every_s: 60,
+            observe: ["text", "json", "cbor", "senml", "unlabelled"]
+                .map(String::from)
+                .to_vec(),
+            ack_timeout_ms: 2000,
+        }
+    }
+}
+
+const FORMATS: [(&str, &[u16]); 4] = [
+    ("text", &[0]),
+    ("json", &[50]),
+    ("cbor", &[60]),
+    ("senml", &[110, 111, 112, 113]),
+];
+
+impl CoapConfig {
+    /// Checks what serde cannot; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        for name in &self.observe {
+            if name != "unlabelled" && !FORMATS.iter().any(|(n, _)| n == name) {
+                return Err(format!(
+                    "coap.observe: unknown format '{name}' (known: text, json, cbor, senml, unlabelled)"
+                ));
+            }
+        }
+        if !(0.5..=60.0).contains(&self.discovery_window_s) {
+            return Err("coap.discovery_window_s must be between 0.5 and 60".into());
+        }
+        if self.ports.is_empty() || self.ports.contains(&0) {
+            return Err("coap.ports must list at least one port, none of them 0".into());
+        }
+        if !(10..=60_000).contains(&self.ack_timeout_ms) {
+            return Err("coap.ack_timeout_ms must be between 10 and 60000".into());
+        }
+        if self.probe_every_s == 0 {
+            return Err("coap.probe_every_s must be at least 1".into());
+        }
+        for d in &self.devices {
+            parse_address(d).map_err(|e| format!("coap.devices: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a resource is observed by default.
+    fn wants(&self, resource: &CoapResource) -> bool {
+        if !resource.obs {
+            return false;
+        }
+        if resource.ct.is_empty() {
+            return self.observe.iter().any(|n| n == "unlabelled");
+        }
+        FORMATS.iter().any(|(name, numbers)| {
+            self.observe.iter().any(|n| n == name)
+                && resource.ct.iter().any(|c| numbers.contains(c))
+        })
+    }
+}
+
+/// An address as a person writes it: an IP (port 5683), `ip:port`,
+/// `[ipv6]:port`, with `%scope` (an interface name or index) for link-local.
+pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let bad = || {
+        format!(
+            "'{text}' is not an address (write 192.0.2.7, 192.0.2.7:5683 or [fe80::1%eth0]:5683)"
+        )
+    };
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if after.is_empty() => vigil_coap::PORT,
+            None => return Err(bad()),
+        };
+        (host, port)
+    } else if text.matches(':').count() == 1 {
+        let (host, port) = text.split_once(':').ok_or_else(bad)?;
+        (host, port.parse().map_err(|_| bad())?)
+    } else {
+        (text, vigil_coap::PORT)
+    };
+    let (ip, scope) = match host.split_once('%') {
+        Some((ip, scope)) => (ip, Some(scope)),
+        None => (host, None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    match (ip, scope) {
+        (IpAddr::V6(v6), Some(scope)) => {
+            let index = match scope.parse::<u32>() {
+                Ok(i) => i,
+                Err(_) => interface_index(scope)
+                    .ok_or_else(|| format!("'{text}': no interface named '{scope}'"))?,
+            };
+            Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+                v6, port, 0, index,
+            )))
+        }
+        (IpAddr::V4(_), Some(_)) => Err(bad()),
+        (ip, None) => Ok(SocketAddr::new(ip, port)),
+    }
+}
+
+fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// A CoAP device as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct CoapDeviceView {
+    /// The device's id (`coap/<address>`).
+    pub device: String,
+    /// Where it answers.
+    pub address: String,
+    /// How it was found.
+    pub found_by: String,
+    /// What its `/.well-known/core` lists.
+    pub resources: Vec<CoapResource>,
+    /// The paths observed now.
+    pub observing: Vec<String>,
+    /// Paths that could not be observed, and why.
+    pub not_observed: Vec<(String, String)>,
+    /// Why its last answer could not be read, or why it is unreachable.
+    pub error: Option<String>,
+    /// Whether its last probe (or notification) got an answer.
+    pub reachable: bool,
+    /// When it last answered.
+    pub last_answer_at: Option<Micros>,
+}
+
+/// One discovery round.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct DiscoveryView {
+    /// When it started.
+    pub at: Micros,
+    /// How long it listened, seconds.
+    pub window_s: f64,
+    /// The interfaces it asked.
+    pub interfaces: Vec<String>,
+    /// The devices that answered (ids).
+    pub found: Vec<String>,
+    /// What could not be asked, in words.
+    pub errors: Vec<String>,
+}
+
+/// The CoAP side as a whole.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct CoapView {
+    /// Whether the CoAP client runs.
+    pub enabled: bool,
+    /// Whether discovery runs on a schedule.
+    pub discovery: bool,
+    /// Seconds between scheduled rounds.
+    pub rediscover_every_s: u64,
+    /// Interfaces discovery can use now.
+    pub interfaces: Vec<String>,
+    /// Every device found.
+    pub devices: Vec<CoapDeviceView>,
+    /// The last discovery round, if any.
+    pub last_discovery: Option<DiscoveryView>,
+    /// Whether a round is running now.
+    pub discovering: bool,
+}
+
+/// A technician's request to a resource.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+#[serde(deny_unknown_fields)]
+pub struct CoapRequestBody {
+    /// The device id (`coap/...`) or an address.
+    pub device: String,
+    /// GET, PUT, POST or DELETE.
+    #[cfg_attr(feature = "ts", ts(type = "\"GET\" | \"PUT\" | \"POST\" | \"DELETE\""))]
+    pub method: Method,
+    /// The resource's path.
+    pub path: String,
+    /// Query parameters, each `name=value`.
+    #[serde(default)]
+    pub query: Vec<String>,
+    /// The payload as text...
+    pub payload: Option<String>,
+    /// ...or as base64.
+    pub payload_base64: Option<String>,
+    /// The payload's content format number.
+    pub content_format: Option<u16>,
+}
+
+/// A device's answer to a request.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct CoapResponseView {
+    /// `2.05`.
+    pub code: String,
+    /// Whether it is a 2.xx.
+    pub success: bool,
+    /// Its content format number.
+    pub content_format: Option<u16>,
+    /// Its name, when known.
+    pub content_format_name: Option<String>,
+    /// The payload as text, when it is UTF-8.
+    pub payload: Option<String>,
+    /// The payload as base64 (always).
+    pub payload_base64: String,
+    /// Its size in bytes (block-wise transfers joined).
+    pub size: usize,
+    /// From request to whole response, milliseconds.
+    pub elapsed_ms: f64,
+}
+
+enum Command {
+    Discover {
+        reply: oneshot::Sender<DiscoveryView>,
+    },
+    Add {
+        address: SocketAddr,
+        reply: oneshot::Sender<Result<CoapDeviceView, String>>,
+    },
+    View {
+        reply: oneshot::Sender<CoapView>,
+    },
+}
+
+enum Internal {
+    Probed {
+        address: SocketAddr,
+        found_by: String,
+        result: Result<Response, CoapError>,
+        reply: Option<oneshot::Sender<Result<CoapDeviceView, String>>>,
+    },
+    Discovered {
+        view: DiscoveryView,
+        found: Vec<Found>,
+    },
+    ObservationEnded {
+        address: SocketAddr,
+        path: String,
+        reason: String,
+        /// The device answered without Observe: it will not become observable by retrying.
+        final_: bool,
+    },
+}
+
+/// The running CoAP side.
+pub(crate) struct Coap {
+    v4: Option<Endpoint>,
+    v6: Option<Endpoint>,
+    commands: mpsc::Sender<Command>,
+    observations: mpsc::Sender<Observation>,
+    task: JoinHandle<()>,
+}
+
+impl Coap {
+    /// Opens the endpoints (IPv4 and, where the machine has it, IPv6) and
+    /// starts probing what the store and the configuration name.
+    pub async fn start(
+        config: CoapConfig,
+        observations: mpsc::Sender<Observation>,
+        remembered: Vec<CoapDeviceRow>,
+    ) -> Result<Coap, EngineError> {
+        let timing = Timing {
+            ack_timeout: Duration::from_millis(config.ack_timeout_ms),
+            ..Timing::default()
+        };
+        let v4 = Endpoint::bind(SocketAddr::from(([0, 0, 0, 0], 0)), timing)
+            .await
+            .map_err(|e| EngineError::Config(format!("cannot open the CoAP socket (IPv4): {e}")))?;
+        let v6 = match Endpoint::bind(SocketAddr::from(([0u16; 8], 0)), timing).await {
+            Ok(ep) => Some(ep),
+            Err(e) => {
+                tracing::warn!(
+                    "no IPv6 CoAP socket ({e}): CoAP devices are reached over IPv4 only"
+                );
+                None
+            }
+        };
+        let (commands, commanded) = mpsc::channel(64);
+        let (internal_tx, internal) = mpsc::channel(1024);
+        let mut service = Service {
+            config: config.clone(),
+            v4: Some(v4.clone()),
+            v6: v6.clone(),
+            observations: observations.clone(),
+            internal: internal_tx,
+            known: BTreeMap::new(),
+            last_round: None,
+            round_running: false,
+            waiting_for_round: Vec::new(),
+            next_round: None,
+        };
+        for row in remembered {
+            match parse_address(&row.address) {
+                Ok(address) => {
+                    let resources = serde_json::from_str(&row.resources_json).unwrap_or_default();
+                    let known = service.known_mut(address, &row.found_by);
+                    known.resources = resources;
+                    known.last_answer = Some(row.answered_at);
+                }
+                Err(e) => tracing::warn!("a CoAP device in the store has a bad address: {e}"),
+            }
+        }
+        for text in &config.devices {
+            if let Ok(address) = parse_address(text) {
+                service.known_mut(address, "configured");
+            }
+        }
+        if config.discovery {
+            service.next_round = Some(tokio::time::Instant::now());
+        }
+        let task = tokio::spawn(service.run(commanded, internal));
+        Ok(Coap {
+            v4: Some(v4),
+            v6,
+            commands,
+            observations,
+            task,
+        })
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| EngineError::Stopping)?;
+        answer.await.map_err(|_| EngineError::Stopping)
+    }
+
+    /// Everything known now.
+    pub async fn view(&self) -> Result<CoapView, EngineError> {
+        self.ask(|reply| Command::View { reply }).await
+    }
+
+    /// Runs a discovery round now (or joins the one running) and waits for it.
+    pub async fn discover(&self) -> Result<DiscoveryView, EngineError> {
+        self.ask(|reply| Command::Discover { reply }).await
+    }
+
+    /// Probes an address; a device that answers is added and observed.
+    pub async fn add(&self, address: &str) -> Result<CoapDeviceView, EngineError> {
+        let address = parse_address(address).map_err(EngineError::BadRequest)?;
+        self.ask(|reply| Command::Add { address, reply })
+            .await?
+            .map_err(EngineError::Unreachable)
+    }
+
+    /// Sends a request and waits for the whole response. A successful GET
+    /// is also a reading of the resource, stored like a notification.
+    pub async fn request(
+        &self,
+        body: CoapRequestBody,
+        payload: Bytes,
+    ) -> Result<CoapResponseView, EngineError> {
+        let address = match body.device.strip_prefix(vigil_core::coap::PREFIX) {
+            Some(rest) => parse_address(rest),
+            None => parse_address(&body.device),
+        }
+        .map_err(EngineError::BadRequest)?;
+        if !body.path.starts_with('/') {
+            return Err(EngineError::BadRequest(format!(
+                "the path must start with '/', not '{}'",
+                body.path
+            )));
+        }
+        let endpoint = self.endpoint_for(address)?;
+        let request = Request {
+            method: body.method,
+            path: body.path.clone(),
+            query: body.query,
+            payload: payload.to_vec(),
+            content_format: body.content_format,
+        };
+        let started = std::time::Instant::now();
+        let response = endpoint
+            .request(address, request)
+            .await
+            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if body.method == Method::Get && response.is_success() {
+            let _ = self
+                .observations
+                .send(reading(address, &body.path, &response))
+                .await;
+        }
+        Ok(response_view(&response, elapsed_ms))
+    }
+
+    fn endpoint_for(&self, address: SocketAddr) -> Result<&Endpoint, EngineError> {
+        match address {
+            SocketAddr::V4(_) => self.v4.as_ref(),
+            SocketAddr::V6(_) => self.v6.as_ref(),
+        }
+        .ok_or_else(|| {
+            EngineError::BadRequest(format!("no CoAP socket for {address}'s address family"))
+        })
+    }
+
+    /// Stops probing, discovery and every observation (each is deregistered).
+    pub fn shutdown(&self) {
+        self.task.abort();
+    }
+}
+
+fn response_view(r: &Response, elapsed_ms: f64) -> CoapResponseView {
+    use base64::Engine as _;
+    CoapResponseView {
+        code: r.code_text(),
+        success: r.is_success(),
+        content_format: r.content_format,
+        content_format_name: r
+            .content_format
+            .and_then(content_format_name)
+            .map(str::to_owned),
+        payload: String::from_utf8(r.payload.clone()).ok(),
+        payload_base64: base64::engine::general_purpose::STANDARD.encode(&r.payload),
+        size: r.payload.len(),
+        elapsed_ms,
+    }
+}
+
+fn reading(address: SocketAddr, path: &str, r: &Response) -> Observation {
+    Observation::Coap(CoapEvent {
+        at: now_micros(),
+        address,
+        what: CoapWhat::Reading {
+            path: path.to_owned(),
+            payload: Bytes::from(r.payload.clone()),
+            content_format: r.content_format,
+            observe: r.observe,
+        },
+    })
+}
+
+struct Known {
+    found_by: String,
+    resources: Vec<CoapResource>,
+    observing: BTreeMap<String, JoinHandle<()>>,
+    not_observed: BTreeMap<String, String>,
+    error: Option<String>,
+    reachable: bool,
+    probing: bool,
+    /// Probe at the next tick, whatever the time since the last answer.
+    probe_due: bool,
+    /// The last answer (a probe or a notification), µs; shared with the observations.
+    heard: Arc<AtomicI64>,
+    last_answer: Option<Micros>,
+}
+
+struct Service {
+    config: CoapConfig,
+    v4: Option<Endpoint>,
+    v6: Option<Endpoint>,
+    observations: mpsc::Sender<Observation>,
+    internal: mpsc::Sender<Internal>,
+    known: BTreeMap<SocketAddr, Known>,
+    last_round: Option<DiscoveryView>,
+    round_running: bool,
+    /// Who waits for the round running now.
+    waiting_for_round: Vec<oneshot::Sender<DiscoveryView>>,
+    next_round: Option<tokio::time::Instant>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for known in self.known.values() {
+            for task in known.observing.values() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Service {
+    fn known_mut(&mut self, address: SocketAddr, found_by: &str) -> &mut Known {
+        self.known.entry(address).or_insert_with(|| Known {
+            found_by: found_by.to_owned(),
+            resources: Vec::new(),
+            observing: BTreeMap::new(),
+            not_observed: BTreeMap::new(),
+            error: None,
+            reachable: false,
+            probing: false,
+            probe_due: true,
+            heard: Arc::new(AtomicI64::new(0)),
+            last_answer: None,
+        })
+    }
+
+    fn endpoint(&self, address: SocketAddr) -> Option<Endpoint> {
+        match address {
+            SocketAddr::V4(_) => self.v4.clone(),
+            SocketAddr::V6(_) => self.v6.clone(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut internal: mpsc::Receiver<Internal>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(c) => self.command(c),
+                    None => return,
+                },
+                Some(event) = internal.recv() => self.internal(event).await,
+                _ = tick.tick() => self.tick(),
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::View { reply } => {
+                let _ = reply.send(self.view());
+            }
+            Command::Discover { reply } => {
+                self.waiting_for_round.push(reply);
+                if !self.round_running {
+                    self.start_round();
+                }
+            }
+            Command::Add { address, reply } => {
+                self.probe(address, "address given".into(), Some(reply))
+            }
+        }
+    }
+
+    fn view(&self) -> CoapView {
+        CoapView {
+            enabled: true,
+            discovery: self.config.discovery,
+            rediscover_every_s: self.config.rediscover_every_s,
+            interfaces: multicast_interfaces()
+                .map(|all| all.into_iter().map(|i| i.name).collect())
+                .unwrap_or_default(),
+            devices: self.known.keys().map(|a| self.device_view(*a)).collect(),
+            last_discovery: self.last_round.clone(),
+            discovering: self.round_running,
+        }
+    }
+
+    fn device_view(&self, address: SocketAddr) -> CoapDeviceView {
+        let k = &self.known[&address];
+        CoapDeviceView {
+            device: device_id(address),
+            address: address.to_string(),
+            found_by: k.found_by.clone(),
+            resources: k.resources.clone(),
+            observing: k.observing.keys().cloned().collect(),
+            not_observed: k
+                .not_observed
+                .iter()
+                .map(|(p, why)| (p.clone(), why.clone()))
+                .collect(),
+            error: k.error.clone(),
+            reachable: k.reachable,
+            last_answer_at: match k.heard.load(Ordering::Relaxed) {
+                0 => k.last_answer,
+                micros => Some(micros),
+            },
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = now_micros();
+        let every = self.config.probe_every_s as i64 * 1_000_000;
+        let due: Vec<SocketAddr> = self
+            .known
+            .iter()
+            .filter(|(_, k)| {
+                !k.probing && (k.probe_due || now - k.heard.load(Ordering::Relaxed) >= every)
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for address in due {
+            let found_by = self.known[&address].found_by.clone();
+            self.probe(address, found_by, None);
+        }
+        if let Some(at) = self.next_round {
+            if tokio::time::Instant::now() >= at && !self.round_running {
+                self.next_round = None;
+                self.start_round();
+            }
+        }
+    }
+
+    fn probe(
+        &mut self,
+        address: SocketAddr,
+        found_by: String,
+        reply: Option<oneshot::Sender<Result<CoapDeviceView, String>>>,
+    ) {
+        let Some(endpoint) = self.endpoint(address) else {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(format!(
+                    "no CoAP socket for {address}'s address family"
+                )));
+            }
+            return;
+        };
+        if let Some(k) = self.known.get_mut(&address) {
+            if k.probing && reply.is_none() {
+                return;
+            }
+            k.probing = true;
+            k.probe_due = false;
+        }
+        let internal = self.internal.clone();
+        tokio::spawn(async move {
+            let result = endpoint
+                .request(address, Request::get("/.well-known/core"))
+                .await;
+            let _ = internal
+                .send(Internal::Probed {
+                    address,
+                    found_by,
+                    result,
+                    reply,
+                })
+                .await;
+        });
+    }
+
+    fn start_round(&mut self) {
+        let interfaces: Vec<Interface> = match multicast_interfaces() {
+            Ok(all) if self.config.interfaces.is_empty() => all,
+            Ok(all) => all
+                .into_iter()
+                .filter(|i| self.config.interfaces.contains(&i.name))
+                .collect(),
+            Err(e) => {
+                tracing::warn!("cannot list the network interfaces: {e}");
+                Vec::new()
+            }
+        };
+        let mut errors: Vec<String> = self
+            .config
+            .interfaces
+            .iter()
+            .filter(|name| !interfaces.iter().any(|i| &i.name == *name))
+            .map(|name| format!("{name}: no such interface up with multicast"))
+            .collect();
+        if interfaces.is_empty() && errors.is_empty() {
+            errors.push("no interface is up with multicast: nothing to search".into());
+        }
+        let (v4, v6) = (self.v4.clone(), self.v6.clone());
+        let ports = self.config.ports.clone();
+        let window = Duration::from_secs_f64(self.config.discovery_window_s);
+        let internal = self.internal.clone();
+        self.round_running = true;
+        let at = now_micros();
+        tokio::spawn(async move {
+            let round =
+                discovery::discover(v4.as_ref(), v6.as_ref(), &interfaces, &ports, window).await;
+            errors.extend(round.errors);
+            let view = DiscoveryView {
+                at,
+                window_s: window.as_secs_f64(),
+                interfaces: interfaces.iter().map(|i| i.name.clone()).collect(),
+                found: round
+                    .found
+                    .iter()
+                    .map(|f| device_id(f.response.peer))
+                    .collect(),
+                errors,
+            };
+            let _ = internal
+                .send(Internal::Discovered {
+                    view,
+                    found: round.found,
+                })
+                .await;
+        });
+    }
+
+    async fn internal(&mut self, event: Internal) {
+        match event {
+            Internal::Probed {
+                address,
+                found_by,
+                result,
+                reply,
+            } => {
+                if let Some(k) = self.known.get_mut(&address) {
+                    k.probing = false;
+                }
+                match result {
+                    Ok(response)
+                        if !response.is_success() && !self.known.contains_key(&address) =>
+                    {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(format!(
+                                "{address} answered /.well-known/core with {}",
+                                response.code_text()
+                            )));
+                        }
+                    }
+                    Ok(response) => {
+                        self.answered(address, &found_by, &response).await;
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(self.device_view(address)));
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                        if let Some(k) = self.known.get_mut(&address) {
+                            let was = std::mem::replace(&mut k.reachable, false);
+                            k.error = Some(e.to_string());
+                            // Probe again after the usual wait, not at once.
+                            k.heard.store(now_micros(), Ordering::Relaxed);
+                            if was || k.last_answer.is_some() {
+                                self.send(
+                                    address,
+                                    CoapWhat::Unreachable {
+                                        reason: e.to_string(),
+                                    },
+                                )
+                                .await;
+                            }
+                        }
+                    }
+                }
+            }
+            Internal::Discovered { view, found } => {
+                self.round_running = false;
+                for f in found {
+                    let address = f.response.peer;
+                    let how = format!("multicast on {}", f.interface);
+                    if f.response.partial {
+                        // The list needs more blocks: ask the device itself.
+                        self.known_mut(address, &how);
+                        self.probe(address, how, None);
+                    } else {
+                        self.answered(address, &how, &f.response).await;
+                    }
+                }
+                tracing::info!(
+                    found = view.found.len(),
+                    interfaces = ?view.interfaces,
+                    "CoAP discovery round done"
+                );
+                for reply in self.waiting_for_round.drain(..) {
+                    let _ = reply.send(view.clone());
+                }
+                self.last_round = Some(view);
+                if self.config.discovery && self.config.rediscover_every_s > 0 {
+                    self.next_round = Some(
+                        tokio::time::Instant::now()
+                            + Duration::from_secs(self.config.rediscover_every_s),
+                    );
+                }
+            }
+            Internal::ObservationEnded {
+                address,
+                path,
+                reason,
+                final_,
+            } => {
+                if let Some(k) = self.known.get_mut(&address) {
+                    k.observing.remove(&path);
+                    k.not_observed.insert(path, reason);
+                    // Not final: the device may be gone; a probe decides,
+                    // and re-registers when it answers.
+                    if !final_ {
+                        k.probe_due = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A device answered `/.well-known/core`.
+    async fn answered(&mut self, address: SocketAddr, found_by: &str, response: &Response) {
+        let resources = if !response.is_success() {
+            Err(format!(
+                "/.well-known/core answered {}",
+                response.code_text()
+            ))
+        } else {
+            vigil_coap::link::resources(&response.payload).map_err(|e| e.to_string())
+        };
+        let now = now_micros();
+        let config = self.config.clone();
+        let endpoint = self.endpoint(address);
+        let observations = self.observations.clone();
+        let internal = self.internal.clone();
+        let known = self.known_mut(address, found_by);
+        let alive = known.observing.values().all(|task| task.is_finished());
+        if !std::mem::replace(&mut known.reachable, true) {
+            // Back after silence (or first heard this run): a device that
+            // restarted has forgotten its observers, so register again.
+            for (_, task) in std::mem::take(&mut known.observing) {
+                task.abort();
+            }
+        }
+        known.heard.store(now, Ordering::Relaxed);
+        known.last_answer = Some(now);
+        match &resources {
+            Ok(list) => {
+                known.resources = list.clone();
+                known.error = None;
+                // Forget what is no longer listed.
+                let listed: HashSet<&str> = list.iter().map(|r| r.path.as_str()).collect();
+                known.observing.retain(|path, task| {
+                    let keep = listed.contains(path.as_str()) && !task.is_finished();
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                known
+                    .not_observed
+                    .retain(|path, _| listed.contains(path.as_str()));
+            }
+            Err(e) => known.error = Some(e.clone()),
+        }
+        // Observe what the rule picks and is not observed yet (a resource
+        // that answered without Observe is not asked again).
+        if let Some(endpoint) = endpoint {
+            let wanted: Vec<String> = known
+                .resources
+                .iter()
+                .filter(|r| config.wants(r))
+                .map(|r| r.path.clone())
+                .filter(|p| !known.observing.contains_key(p))
+                .filter(|p| {
+                    known
+                        .not_observed
+                        .get(p)
+                        .is_none_or(|why| !why.starts_with(NOT_OBSERVABLE))
+                })
+                .collect();
+            for path in wanted {
+                known.not_observed.remove(&path);
+                let task = tokio::spawn(observe(
+                    endpoint.clone(),
+                    address,
+                    path.clone(),
+                    observations.clone(),
+                    internal.clone(),
+                    known.heard.clone(),
+                ));
+                known.observing.insert(path, task);
+            }
+        }
+        let how = known.found_by.clone();
+        let answered = CoapWhat::Answered {
+            how,
+            resources,
+            alive,
+        };
+        self.send(address, answered).await;
+    }
+
+    async fn send(&self, address: SocketAddr, what: CoapWhat) {
+        let _ = self
+            .observations
+            .send(Observation::Coap(CoapEvent {
+                at: now_micros(),
+                address,
+                what,
+            }))
+            .await;
+    }
+}
+
+const NOT_OBSERVABLE: &str = "not observable";
+
+/// Observes one resource until it ends, handing each notification over as a reading.
+async fn observe(
+    endpoint: Endpoint,
+    address: SocketAddr,
+    path: String,
+    observations: mpsc::Sender<Observation>,
+    internal: mpsc::Sender<Internal>,
+    heard: Arc<AtomicI64>,
+) {
+    let (reason, final_) = match endpoint.observe(address, &path).await {
+        Err(e) => (e.to_string(), false),
+        Ok(mut observing) => {
+            heard.store(now_micros(), Ordering::Relaxed);
+            if observing.first.is_success() {
+                let _ = observations
+                    .send(reading(address, &path, &observing.first))
+                    .await;
+            }
+            if observing.first.observe.is_none() {
+                (
+                    format!(
+                        "{NOT_OBSERVABLE}: answered {} without Observe",
+                        observing.first.code_text()
+                    ),
+                    true,
+                )
+            } else {
+                loop {
+                    match observing.notices.recv().await {
+                        Some(Notice::Notification(r)) => {
+                            heard.store(now_micros(), Ordering::Relaxed);
+                            if observations
+                                .send(reading(address, &path, &r))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Some(Notice::Ended(why)) => break (why, false),
+                        None => break ("the CoAP endpoint stopped".into(), false),
+                    }
+                }
+            }
+        }
+    };
+    let _ = internal
+        .send(Internal::ObservationEnded {
+            address,
+            path,
+            reason,
+            final_,
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_read_as_people_write_them() {
+        assert_eq!(
+            parse_address("192.0.2.7").unwrap(),
+            "192.0.2.7:5683".parse().unwrap()
+        );
+        assert_eq!(
+            parse_address(" 192.0.2.7:5684 ").unwrap(),
+            "192.0.2.7:5684".parse().unwrap()
+        );
+        assert_eq!(parse_address("::1").unwrap(), "[::1]:5683".parse().unwrap());
+        assert_eq!(
+            parse_address("[::1]:9").unwrap(),
+            "[::1]:9".parse().unwrap()
+        );
+        let scoped = parse_address("[fe80::1%lo]:5683").unwrap();
+        assert!(matches!(scoped, SocketAddr::V6(a) if a.scope_id() > 0));
+        assert_eq!(
+            parse_address("[fe80::1%7]").unwrap().to_string(),
+            "[fe80::1%7]:5683"
+        );
+        for bad in [
+            "",
+            "host.example",
+            "1.2.3.4:x",
+            "[::1",
+            "1.2.3.4%eth0",
+            "[fe80::1%nosuchif0]:1",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+        assert!(parse_address("[fe80::1%nosuchif0]:1")
+            .unwrap_err()
+            .contains("no interface named 'nosuchif0'"));
+    }
+
+    #[test]
+    fn the_default_rule_observes_readings_not_documents() {
+        let config = CoapConfig::default();
+        let r = |ct: &[u16], obs: bool| CoapResource {
+            path: "/x".into(),
+            rt: None,
+            interface: None,
+            ct: ct.to_vec(),
+            title: None,
+            obs,
+            sz: None,
+        };
+        assert!(config.wants(&r(&[0], true)));
+        assert!(config.wants(&r(&[110], true)));
+        assert!(config.wants(&r(&[], true)));
+        assert!(config.wants(&r(&[42, 60], true)));
+        assert!(!config.wants(&r(&[0], false)));
+        assert!(!config.wants(&r(&[40], true)));
+        assert!(!config.wants(&r(&[42], true)));
+        let text_only = CoapConfig {
+            observe: vec!["text".into()],
+            ..CoapConfig::default()
+        };
+        assert!(!text_only.wants(&r(&[], true)));
+        assert!(CoapConfig {
+            observe: vec!["xml".into()],
+            ..CoapConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("unknown format 'xml'"));
+    }
+}

@@ -1,0 +1,139 @@
+"""CoAP multicast discovery, only ever inside network namespaces these tests
+make (never from the machine's own: it has a default route, and a multicast
+packet there would leave the machine).
+
+- IPv4 on loopback: one namespace, lo with multicast routed to it, one
+  device per port (every answer comes from 127.0.0.1).
+- A small LAN: Vigil's namespace holds a bridge; each device has a namespace
+  of its own joined to it by a veth pair, with link-local addresses
+  (169.254/16 and fe80::/64), so IPv6 discovery (ff02::fd) works too.
+
+Devices: aiocoap (tests/e2e/coap_device.py) and Debian's libcoap server.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import DeviceProcess, wait_for
+from netns import Namespace, namespaces  # noqa: F401  (the fixture)
+
+HERE = Path(__file__).resolve().parent
+LIBCOAP = "coap-server-notls"
+
+
+@pytest.fixture
+def processes():
+    started: list[DeviceProcess] = []
+
+    def start(args: list[str], ready: str | None = None) -> DeviceProcess:
+        p = DeviceProcess(args, ready)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+def start_vigil(vigil_factory, ns: Namespace, tmp_path: Path, coap: str):
+    config = tmp_path / "vigil.toml"
+    config.write_text("[coap]\ndiscovery = true\n" + coap)
+    v = vigil_factory.new(["--config", str(config)])
+    v.start(cmd=ns.exec_args(*v.command()))
+    return v
+
+
+def api(ns: Namespace, v, path: str, method: str = "GET"):
+    def go():
+        if method == "GET":
+            return v.http_get_json(path)
+        return v.http_post_json(path, {})
+    return ns.call(go)
+
+
+def test_discovery_finds_each_device_on_loopback_multicast(vigil_factory, namespaces, processes, tmp_path):
+    ns = namespaces().loopback_multicast()
+    # aiocoap on 5683 (joins 224.0.1.187 on lo), libcoap on 5684.
+    processes(ns.exec_args(sys.executable, str(HERE / "coap_device.py"), "--bind", "::", "--port", "5683",
+                           "--multicast", "lo", "--period", "0.3"), "ready")
+    processes(ns.exec_args(LIBCOAP, "-p", "5684", "-g", "224.0.1.187", "-G", "lo"))
+    time.sleep(0.5)
+    v = start_vigil(vigil_factory, ns, tmp_path,
+                    'interfaces = ["lo"]\nports = [5683, 5684]\nrediscover_every_s = 0\n')
+
+    # The round at start: libcoap delays its answer at random (up to seconds).
+    coap = wait_for(lambda: (c := api(ns, v, "/api/coap"))["last_discovery"] and c, 15,
+                    what="the first discovery round")
+    round_ = coap["last_discovery"]
+    assert round_["interfaces"] == ["lo"] and round_["window_s"] == 6.0
+    assert sorted(round_["found"]) == ["coap/127.0.0.1:5683", "coap/127.0.0.1:5684"], round_
+    assert round_["errors"] == []
+    devices = {d["device"]: d for d in coap["devices"]}
+    assert devices["coap/127.0.0.1:5683"]["found_by"] == "multicast on lo"
+    time_ = next(r for r in devices["coap/127.0.0.1:5684"]["resources"] if r["path"] == "/time")
+    assert time_["obs"] and time_["rt"] == "ticks"
+
+    # Found devices are observed like any other: readings from both land.
+    ns.call(lambda: v.wait_stored("coap/127.0.0.1:5683/sensors/temp", count=3))
+    ns.call(lambda: v.wait_stored("coap/127.0.0.1:5684/time", count=2, timeout=10))
+
+    # On demand: a second round finds the same devices, once each.
+    again = api(ns, v, "/api/coap/discover", "POST")
+    assert sorted(again["found"]) == ["coap/127.0.0.1:5683", "coap/127.0.0.1:5684"]
+    assert len(api(ns, v, "/api/coap")["devices"]) == 2
+
+
+def lan(make, devices: int) -> tuple[Namespace, list[tuple[Namespace, str]]]:
+    """Vigil's namespace with bridge br0 (169.254.1.1/16) and `devices`
+    namespaces, each with eth0 (169.254.1.1x/16) on a veth into the bridge.
+    IPv6 link-local addresses come up without duplicate detection."""
+    hub = make("vigil-lan")
+    for ns in [hub]:
+        ns.run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+    hub.run("ip", "link", "set", "lo", "up")
+    hub.run("ip", "link", "add", "br0", "type", "bridge")
+    hub.run("ip", "addr", "add", "169.254.1.1/16", "dev", "br0")
+    out = []
+    for i in range(devices):
+        dev = make("vigil-dev")
+        dev.run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+        dev.run("ip", "link", "set", "lo", "up")
+        port = f"p{i}{dev.name[-4:]}"
+        hub.run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", dev.name)
+        hub.run("ip", "link", "set", port, "master", "br0")
+        hub.run("ip", "link", "set", port, "up")
+        address = f"169.254.1.{11 + i}"
+        dev.run("ip", "addr", "add", f"{address}/16", "dev", "eth0")
+        dev.run("ip", "link", "set", "eth0", "up")
+        out.append((dev, address))
+    hub.run("ip", "link", "set", "br0", "up")
+    hub.run("ip", "route", "add", "224.0.0.0/4", "dev", "br0")
+    return hub, out
+
+
+def test_discovery_over_a_namespace_lan_finds_devices_over_ipv4_and_ipv6(vigil_factory, namespaces, processes, tmp_path):
+    hub, devs = lan(namespaces, 2)
+    (d1, a1), (d2, a2) = devs
+    # aiocoap joins both All CoAP Nodes groups; libcoap only the IPv4 one.
+    processes(d1.exec_args(sys.executable, str(HERE / "coap_device.py"), "--bind", "::", "--port", "5683",
+                           "--multicast", "eth0", "--period", "0.3"), "ready")
+    processes(d2.exec_args(LIBCOAP, "-p", "5683", "-g", "224.0.1.187", "-G", "eth0"))
+    time.sleep(1.0)  # link-local addresses and the bridge's ports come up
+    v = start_vigil(vigil_factory, hub, tmp_path, 'interfaces = ["br0"]\nrediscover_every_s = 0\n')
+
+    coap = wait_for(lambda: (c := api(hub, v, "/api/coap"))["last_discovery"] and c, 15,
+                    what="the first discovery round")
+    found = coap["last_discovery"]["found"]
+    assert f"coap/{a1}:5683" in found and f"coap/{a2}:5683" in found, coap["last_discovery"]
+    v6 = [f for f in found if f.startswith("coap/[fe80::")]
+    assert len(v6) == 1, f"aiocoap alone joins ff02::fd: {coap['last_discovery']}"
+    # Its link-local address keeps the interface (scope id): the follow-up
+    # unicast requests (observe) reach it, and its readings are stored.
+    assert "%" in v6[0], v6
+    hub.call(lambda: v.wait_stored(f"{v6[0]}/sensors/temp", count=3))
+    hub.call(lambda: v.wait_stored(f"coap/{a2}:5683/time", count=2, timeout=10))
