@@ -152,7 +152,7 @@ test-e2e: venv ui-deps
 # The UI: Vitest for its logic, then the browser suite: Debian's chromium driven
 # by playwright-core against a real `vigil serve` (the binary built above, with
 # the UI embedded) fed by mosquitto_pub. Screenshots go to artifacts/browser/.
-test-ui: ui-deps
+test-ui: ui-deps venv
 	cd ui && npx vitest run --reporter=default
 	cd ui && VIGIL_BIN="$(VIGIL_BIN)" ARTIFACTS="$(abspath $(ARTIFACTS))/browser" \
 	  npx vitest run --config vitest.browser.config.ts --reporter=default

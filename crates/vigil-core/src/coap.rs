@@ -83,20 +83,25 @@ pub enum CoapWhat {
 }
 
 /// Content formats (RFC 7252 §12.3 and the IANA registry) by name, for the
-/// ones Vigil reads; others are shown by number.
+/// ones devices commonly send; others are shown by number.
+pub const CONTENT_FORMATS: [(u16, &str); 11] = [
+    (0, "text/plain"),
+    (40, "application/link-format"),
+    (41, "application/xml"),
+    (42, "application/octet-stream"),
+    (47, "application/exi"),
+    (50, "application/json"),
+    (60, "application/cbor"),
+    (110, "application/senml+json"),
+    (111, "application/sensml+json"),
+    (112, "application/senml+cbor"),
+    (113, "application/sensml+cbor"),
+];
+
+/// The name of a content format number, when known.
 pub fn content_format_name(cf: u16) -> Option<&'static str> {
-    Some(match cf {
-        0 => "text/plain",
-        40 => "application/link-format",
-        41 => "application/xml",
-        42 => "application/octet-stream",
-        47 => "application/exi",
-        50 => "application/json",
-        60 => "application/cbor",
-        110 => "application/senml+json",
-        111 => "application/sensml+json",
-        112 => "application/senml+cbor",
-        113 => "application/sensml+cbor",
-        _ => return None,
-    })
+    CONTENT_FORMATS
+        .iter()
+        .find(|(n, _)| *n == cf)
+        .map(|(_, name)| *name)
 }

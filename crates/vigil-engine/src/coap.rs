@@ -236,6 +236,8 @@ pub struct CoapView {
     pub last_discovery: Option<DiscoveryView>,
     /// Whether a round is running now.
     pub discovering: bool,
+    /// Content-format numbers and their names, for showing and choosing.
+    pub content_formats: Vec<(u16, String)>,
 }
 
 /// A technician's request to a resource.
@@ -479,6 +481,13 @@ impl Coap {
     }
 }
 
+fn content_formats() -> Vec<(u16, String)> {
+    vigil_core::coap::CONTENT_FORMATS
+        .iter()
+        .map(|(n, name)| (*n, (*name).to_owned()))
+        .collect()
+}
+
 fn response_view(r: &Response, elapsed_ms: f64) -> CoapResponseView {
     use base64::Engine as _;
     CoapResponseView {
@@ -618,6 +627,7 @@ impl Service {
             devices: self.known.keys().map(|a| self.device_view(*a)).collect(),
             last_discovery: self.last_round.clone(),
             discovering: self.round_running,
+            content_formats: content_formats(),
         }
     }
 

@@ -574,6 +574,7 @@ impl Engine {
                 devices: Vec::new(),
                 last_discovery: None,
                 discovering: false,
+                content_formats: Vec::new(),
             }),
         }
     }

@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { createSocket } from "node:dgram";
 import { createInterface } from "node:readline";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 
@@ -119,6 +120,41 @@ export class LineDevice {
   send(line: string): void {
     this.proc.stdin!.write(line + "\n");
   }
+  kill(): void {
+    this.proc.kill("SIGKILL");
+  }
+}
+
+/** A CoAP device on aiocoap (tests/e2e/coap_device.py, in the repo's .venv)
+ * on a free loopback UDP port. */
+export class CoapDevice {
+  private constructor(
+    readonly proc: ChildProcess,
+    readonly address: string,
+  ) {}
+
+  static async start(...extra: string[]): Promise<CoapDevice> {
+    const port = await new Promise<number>((ok) => {
+      const s = createSocket("udp4");
+      s.bind(0, "127.0.0.1", () => {
+        const p = s.address().port;
+        s.close(() => ok(p));
+      });
+    });
+    const python = join(ROOT, ".venv/bin/python");
+    const proc = spawn(python, [join(ROOT, "tests/e2e/coap_device.py"), "--port", String(port), ...extra], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    await new Promise<void>((ok, fail) => {
+      const timer = setTimeout(() => fail(new Error("the CoAP device did not start in 10 s")), 10_000);
+      createInterface({ input: proc.stdout! }).once("line", (line) => {
+        clearTimeout(timer);
+        line.startsWith("ready") ? ok() : fail(new Error(`the CoAP device said ${line}`));
+      });
+    });
+    return new CoapDevice(proc, `127.0.0.1:${port}`);
+  }
+
   kill(): void {
     this.proc.kill("SIGKILL");
   }

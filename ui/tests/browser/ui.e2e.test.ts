@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
-import { browser, LineDevice, publish, shot, until, Vigil } from "./harness";
+import { browser, CoapDevice, LineDevice, publish, shot, until, Vigil } from "./harness";
 import { parseCsv, CSV_COLUMNS } from "../../src/lib/payload";
 
 let vigil: Vigil;
@@ -200,6 +200,41 @@ describe("the UI in chromium", () => {
     await go("#/settings");
     await page.getByTestId("theme").waitFor();
     await bothThemes("settings");
+  });
+
+  it("adds a CoAP device by address, lists its resources and pokes one", async () => {
+    const device = await CoapDevice.start("--period", "0.5");
+    try {
+      await go("#/devices");
+      const finder = page.getByTestId("coap-finder");
+      await finder.getByLabel("CoAP address").fill(device.address);
+      await finder.getByRole("button", { name: "Add" }).click();
+      await expect.poll(() => finder.getByTestId("coap-status").innerText(), { timeout: 10_000 }).toContain(
+        `coap/${device.address} answered: 8 resource(s), 3 observed.`,
+      );
+      const row = page.locator(`[data-device="coap/${device.address}"]`);
+      await row.waitFor({ timeout: 10_000 });
+      await row.click();
+      const panel = page.getByTestId("coap-panel");
+      await panel.locator('tr[data-path="/sensors/env"]').filter({ hasText: "observing" }).waitFor({ timeout: 10_000 });
+      await expect.poll(() => panel.locator('tr[data-path="/sensors/env"]').innerText()).toContain("application/senml+json");
+      // PUT a setting, then read it back through the same form.
+      await panel.locator('tr[data-path="/config/interval"] button.path').click();
+      await panel.getByLabel("method").selectOption("PUT");
+      await panel.getByLabel("payload").fill("0.75");
+      await panel.getByLabel("content format").selectOption("0");
+      await panel.getByRole("button", { name: "Send", exact: true }).click();
+      await expect.poll(() => panel.getByTestId("coap-answer").innerText()).toContain("2.04");
+      await panel.getByLabel("method").selectOption("GET");
+      await panel.getByRole("button", { name: "Send", exact: true }).click();
+      await expect.poll(() => panel.getByTestId("coap-answer").innerText()).toContain("0.75");
+      // Its readings chart like any device's.
+      await page.locator('[data-testid="chart"][data-metric="env/temp"]').waitFor({ timeout: 10_000 });
+      await panel.scrollIntoViewIfNeeded();
+      await bothThemes("device-coap");
+    } finally {
+      device.kill();
+    }
   });
 
   it("says it is disconnected while vigil serve restarts, then recovers by itself", async () => {

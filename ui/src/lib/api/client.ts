@@ -5,6 +5,11 @@ import type { AlertRule } from "./generated/AlertRule";
 import type { BrokerView } from "./generated/BrokerView";
 import type { CertificatesView } from "./generated/CertificatesView";
 import type { CertInfo } from "./generated/CertInfo";
+import type { CoapDeviceView } from "./generated/CoapDeviceView";
+import type { CoapRequestBody } from "./generated/CoapRequestBody";
+import type { CoapResponseView } from "./generated/CoapResponseView";
+import type { CoapView } from "./generated/CoapView";
+import type { DiscoveryView } from "./generated/DiscoveryView";
 import type { IssuedView } from "./generated/IssuedView";
 import type { DeviceRow } from "./generated/DeviceRow";
 import type { DeviceSettings } from "./generated/DeviceSettings";
@@ -18,6 +23,8 @@ import type { Transport } from "./transport";
 
 export type * from "./generated/Alert";
 export type { AlertRule, BrokerView, CertificatesView, CertInfo, DeviceRow, IssuedView, MessageView, PresenceChange, Series, Stats };
+export type { CoapDeviceView, CoapRequestBody, CoapResponseView, CoapView, DiscoveryView };
+export type { CoapResource } from "./generated/CoapResource";
 export type { AlertEvent } from "./generated/AlertEvent";
 export type { Condition } from "./generated/Condition";
 export type { ClientView } from "./generated/ClientView";
@@ -78,6 +85,10 @@ export function api(t: Transport) {
     certificates: () => t.get<CertificatesView>("/api/certs"),
     issueCertificate: (device: string) => t.send<IssuedView>("POST", "/api/certs", { device }),
     revokeCertificate: (device: string) => t.send<CertInfo>("POST", "/api/certs/revoke", { device }),
+    coap: () => t.get<CoapView>("/api/coap"),
+    coapDiscover: () => t.send<DiscoveryView>("POST", "/api/coap/discover", {}),
+    coapAdd: (address: string) => t.send<CoapDeviceView>("POST", "/api/coap/devices", { address }),
+    coapRequest: (request: CoapRequestBody) => t.send<CoapResponseView>("POST", "/api/coap/request", request),
   };
 }
 

@@ -33,4 +33,8 @@ last_discovery: DiscoveryView | null,
 /**
  * Whether a round is running now.
  */
-discovering: boolean, };
+discovering: boolean, 
+/**
+ * Content-format numbers and their names, for showing and choosing.
+ */
+content_formats: Array<[number, string]>, };
