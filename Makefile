@@ -173,7 +173,7 @@ test-desktop: venv tauri-driver
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable
 # toolchain (the only one here) provide them.
 FUZZ_SECONDS ?= 15
-FUZZ_PROJECTS := crates/vigil-core crates/vigil-broker
+FUZZ_PROJECTS := crates/vigil-core crates/vigil-broker crates/vigil-coap
 fuzz-smoke:
 	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 	@for project in $(FUZZ_PROJECTS); do \

@@ -492,17 +492,23 @@ def free_udp_port() -> int:
 
 class DeviceProcess:
     """A device in a process of its own (a CoAP server, a device script);
-    `ready` is the start of the line it prints once it serves."""
+    `ready` is the start of the line it prints once it serves. Its output is
+    drained (a full pipe would stop it) and its stderr kept for failures."""
 
-    def __init__(self, args: list[str], ready: str | None):
+    def __init__(self, args: list[str], ready: str | None, cwd: Path | None = None):
+        import tempfile
         self.args = args
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                     start_new_session=True, cwd=cwd)
         if ready is not None:
             line = self.proc.stdout.readline()
             if not line.startswith(ready):
                 self.kill()
-                raise AssertionError(f"{' '.join(args)} did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
+                self.stderr.seek(0)
+                raise AssertionError(f"{' '.join(args)} did not start: {line!r} "
+                                     f"{self.stderr.read()[-2000:].decode(errors='replace')}")
+        threading.Thread(target=lambda: self.proc.stdout.read(), daemon=True).start()
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -20,26 +20,37 @@ import pytest
 from helpers import HOST, DeviceProcess, free_udp_port, wait_for
 
 HERE = Path(__file__).resolve().parent
+UI = HERE.parents[1] / "ui"  # node-coap is in ui/node_modules
+
+
+class Devices:
+    """Starts CoAP devices on loopback, each a process of its own; kills them at the end."""
+
+    def __init__(self):
+        self.started: list[DeviceProcess] = []
+
+    def _start(self, args: list[str], ready: str | None, cwd: Path | None = None) -> DeviceProcess:
+        p = DeviceProcess(args, ready, cwd=cwd)
+        self.started.append(p)
+        return p
+
+    def aiocoap(self, port: int, *extra: str) -> DeviceProcess:
+        return self._start([sys.executable, str(HERE / "coap_device.py"), "--port", str(port), *extra], "ready")
+
+    def libcoap(self, port: int, *extra: str) -> DeviceProcess:
+        if not shutil.which("coap-server-notls"):
+            pytest.fail("coap-server-notls not found: `make deps` installs Debian's libcoap3-bin")
+        return self._start(["coap-server-notls", "-A", HOST, "-p", str(port), *extra], None)
+
+    def node_coap(self, port: int) -> DeviceProcess:
+        return self._start(["node", str(HERE / "coap_node_device.mjs"), str(port)], "ready", cwd=UI)
 
 
 @pytest.fixture
 def devices():
-    started: list[DeviceProcess] = []
-
-    def aiocoap(port: int, *extra: str) -> DeviceProcess:
-        p = DeviceProcess([sys.executable, str(HERE / "coap_device.py"), "--port", str(port), *extra], "ready")
-        started.append(p)
-        return p
-
-    def libcoap(port: int, *extra: str) -> DeviceProcess:
-        if not shutil.which("coap-server-notls"):
-            pytest.fail("coap-server-notls not found: `make deps` installs Debian's libcoap3-bin")
-        p = DeviceProcess(["coap-server-notls", "-A", HOST, "-p", str(port), *extra], None)
-        started.append(p)
-        return p
-
-    yield aiocoap, libcoap
-    for p in started:
+    d = Devices()
+    yield d
+    for p in d.started:
         p.kill()
 
 
@@ -66,9 +77,8 @@ def request(v, expect: int = 200, **body):
 
 
 def test_a_device_is_probed_its_resources_listed_and_its_readings_observed_in_order(vigil_factory, devices, tmp_path):
-    aiocoap, _ = devices
     port = free_udp_port()
-    aiocoap(port, "--period", "0.2")
+    devices.aiocoap(port, "--period", "0.2")
     v = vigil_factory(coap_config(tmp_path, f"{HOST}:{port}"))
     device_id = f"coap/{HOST}:{port}"
 
@@ -106,9 +116,8 @@ def test_a_device_is_probed_its_resources_listed_and_its_readings_observed_in_or
 
 
 def test_a_technician_reads_writes_and_triggers_resources(vigil_factory, devices, tmp_path):
-    aiocoap, _ = devices
     port = free_udp_port()
-    aiocoap(port, "--period", "1")
+    devices.aiocoap(port, "--period", "1")
     v = vigil_factory(coap_config(tmp_path, f"{HOST}:{port}"))
     device_id = f"coap/{HOST}:{port}"
     wait_for(lambda: (d := coap_device(v, device_id)) and d["reachable"], 10, what="the device probed")
@@ -147,11 +156,10 @@ def test_a_technician_reads_writes_and_triggers_resources(vigil_factory, devices
 
 
 def test_a_device_whose_readings_stop_goes_stale_and_offline_when_it_stops_answering(vigil_factory, devices, tmp_path):
-    aiocoap, _ = devices
     port = free_udp_port()
     # Readings every second for 3 s, then silence while it still answers:
     # stale after 3 learned intervals, offline by silence only after 10.
-    dev = aiocoap(port, "--period", "1", "--stop-after", "3")
+    dev = devices.aiocoap(port, "--period", "1", "--stop-after", "3")
     v = vigil_factory(coap_config(tmp_path, f"{HOST}:{port}"))
     device_id = f"coap/{HOST}:{port}"
     wait_for(lambda: (d := device_row(v, device_id)) and d["presence"]["state"] == "online", 10, what="online")
@@ -169,14 +177,13 @@ def test_a_device_whose_readings_stop_goes_stale_and_offline_when_it_stops_answe
     d = coap_device(v, device_id)
     assert not d["reachable"] and d["error"].startswith("no answer")
     # Back: answered, re-observed, online again.
-    aiocoap(port, "--period", "0.5")
+    devices.aiocoap(port, "--period", "0.5")
     wait_for(lambda: (d := device_row(v, device_id)) and d["presence"]["state"] == "online", 15, what="online again")
 
 
 def test_libcoap_is_observed_and_a_restart_of_vigil_observes_it_again(vigil_factory, devices, tmp_path):
-    _, libcoap = devices
     port = free_udp_port()
-    libcoap(port)
+    devices.libcoap(port)
     v = vigil_factory(coap_config(tmp_path, f"{HOST}:{port}"))
     device_id = f"coap/{HOST}:{port}"
     # libcoap's /time (listed with ct=0 and obs) notifies every second.
@@ -196,7 +203,6 @@ def test_broken_replies_are_refused_and_vigil_carries_on(vigil_factory, devices,
     """A scripted device answers with what no real server sends: a truncated
     header, a bad option delta, a reply to a token Vigil never sent, and a
     /.well-known/core that is not link format. Vigil says so and keeps going."""
-    aiocoap, _ = devices
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((HOST, 0))
     sock.settimeout(0.2)
@@ -233,7 +239,7 @@ def test_broken_replies_are_refused_and_vigil_carries_on(vigil_factory, devices,
         wait_for(lambda: any(s[:1] == b"\x70" and s[2:4] == b"\x12\x34" for s in seen), 5, what="RST for 0x1234")
         # And Vigil is fine: a real device next to it is observed.
         good = free_udp_port()
-        aiocoap(good, "--period", "0.2")
+        devices.aiocoap(good, "--period", "0.2")
         added = v.http_post_json("/api/coap/devices", {"address": f"{HOST}:{good}"})
         assert added["device"] == f"coap/{HOST}:{good}" and added["found_by"] == "address given"
         v.wait_stored(f"coap/{HOST}:{good}/sensors/temp", count=3)
@@ -243,3 +249,35 @@ def test_broken_replies_are_refused_and_vigil_carries_on(vigil_factory, devices,
         stop.set()
         t.join(2)
         sock.close()
+
+
+def test_a_node_coap_device_is_observed_like_the_others(vigil_factory, devices, tmp_path):
+    port = free_udp_port()
+    devices.node_coap(port)
+    v = vigil_factory(coap_config(tmp_path, f"{HOST}:{port}"))
+    device_id = f"coap/{HOST}:{port}"
+    d = wait_for(lambda: (d := coap_device(v, device_id)) and d["observing"] == ["/heart"] and d, 10,
+                 what="/heart observed")
+    assert [(r["path"], r["ct"], r["obs"]) for r in d["resources"]] == [("/heart", [50], True), ("/battery", [0], False)]
+    # node-coap numbers its notifications from 1; they land in order.
+    stored = v.wait_stored(f"{device_id}/heart", count=8)
+    bpm = [s["metrics"][0]["value"] for s in reversed(v.all_messages(f"{device_id}/heart"))]
+    assert all(b > a or a - b == 39 for a, b in zip(bpm, bpm[1:])), bpm
+    assert stored[0]["properties"] == {"content_type": "50"} and stored[0]["kind"] == "json"
+    row = device_row(v, device_id)
+    assert "heart.bpm" in {m["name"] for m in row["metrics"]}
+
+
+def test_observations_arrive_through_packet_loss(vigil_factory, devices, tmp_path):
+    """libcoap drops 20% of what it would send or receive (-l 20%):
+    retransmissions and re-registration still bring the readings in."""
+    port = free_udp_port()
+    devices.libcoap(port, "-l", "20%")
+    v = vigil_factory(coap_config(tmp_path, f"{HOST}:{port}", ack_timeout_ms=100))
+    device_id = f"coap/{HOST}:{port}"
+    wait_for(lambda: (d := coap_device(v, device_id)) and "/time" in d["observing"], 30, what="/time observed")
+    # /time notifies once a second; 5 of them within 20 s despite the loss.
+    v.wait_stored(f"{device_id}/time", count=5, timeout=20)
+    requests = [v.http("POST", "/api/coap/request", {"device": device_id, "method": "GET", "path": "/time"})
+                for _ in range(5)]
+    assert all(r.status == 200 and r.json()["code"] == "2.05" for r in requests), [r.body for r in requests]

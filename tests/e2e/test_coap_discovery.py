@@ -8,7 +8,8 @@ packet there would leave the machine).
   of its own joined to it by a veth pair, with link-local addresses
   (169.254/16 and fe80::/64), so IPv6 discovery (ff02::fd) works too.
 
-Devices: aiocoap (tests/e2e/coap_device.py) and Debian's libcoap server.
+Devices: aiocoap (tests/e2e/coap_device.py), Debian's libcoap server and
+node-coap (tests/e2e/coap_node_device.mjs).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from helpers import DeviceProcess, wait_for
 from netns import Namespace, namespaces  # noqa: F401  (the fixture)
 
 HERE = Path(__file__).resolve().parent
+UI = HERE.parents[1] / "ui"  # node-coap is in ui/node_modules
+ALL_THREE = ["coap/127.0.0.1:5683", "coap/127.0.0.1:5684", "coap/127.0.0.1:5685"]
 LIBCOAP = "coap-server-notls"
 
 
@@ -30,8 +33,8 @@ LIBCOAP = "coap-server-notls"
 def processes():
     started: list[DeviceProcess] = []
 
-    def start(args: list[str], ready: str | None = None) -> DeviceProcess:
-        p = DeviceProcess(args, ready)
+    def start(args: list[str], ready: str | None = None, cwd: Path | None = None) -> DeviceProcess:
+        p = DeviceProcess(args, ready, cwd=cwd)
         started.append(p)
         return p
 
@@ -58,20 +61,23 @@ def api(ns: Namespace, v, path: str, method: str = "GET"):
 
 def test_discovery_finds_each_device_on_loopback_multicast(vigil_factory, namespaces, processes, tmp_path):
     ns = namespaces().loopback_multicast()
-    # aiocoap on 5683 (joins 224.0.1.187 on lo), libcoap on 5684.
+    # aiocoap on 5683, libcoap on 5684, node-coap on 5685, each joined to
+    # 224.0.1.187 on lo.
     processes(ns.exec_args(sys.executable, str(HERE / "coap_device.py"), "--bind", "::", "--port", "5683",
                            "--multicast", "lo", "--period", "0.3"), "ready")
     processes(ns.exec_args(LIBCOAP, "-p", "5684", "-g", "224.0.1.187", "-G", "lo"))
+    processes(ns.exec_args("node", str(HERE / "coap_node_device.mjs"), "5685", "0.0.0.0", "--multicast", "127.0.0.1"),
+              "ready", cwd=UI)
     time.sleep(0.5)
     v = start_vigil(vigil_factory, ns, tmp_path,
-                    'interfaces = ["lo"]\nports = [5683, 5684]\nrediscover_every_s = 0\n')
+                    'interfaces = ["lo"]\nports = [5683, 5684, 5685]\nrediscover_every_s = 0\n')
 
     # The round at start: libcoap delays its answer at random (up to seconds).
     coap = wait_for(lambda: (c := api(ns, v, "/api/coap"))["last_discovery"] and c, 15,
                     what="the first discovery round")
     round_ = coap["last_discovery"]
     assert round_["interfaces"] == ["lo"] and round_["window_s"] == 6.0
-    assert sorted(round_["found"]) == ["coap/127.0.0.1:5683", "coap/127.0.0.1:5684"], round_
+    assert sorted(round_["found"]) == ALL_THREE, round_
     assert round_["errors"] == []
     devices = {d["device"]: d for d in coap["devices"]}
     assert devices["coap/127.0.0.1:5683"]["found_by"] == "multicast on lo"
@@ -81,11 +87,12 @@ def test_discovery_finds_each_device_on_loopback_multicast(vigil_factory, namesp
     # Found devices are observed like any other: readings from both land.
     ns.call(lambda: v.wait_stored("coap/127.0.0.1:5683/sensors/temp", count=3))
     ns.call(lambda: v.wait_stored("coap/127.0.0.1:5684/time", count=2, timeout=10))
+    ns.call(lambda: v.wait_stored("coap/127.0.0.1:5685/heart", count=3))
 
     # On demand: a second round finds the same devices, once each.
     again = api(ns, v, "/api/coap/discover", "POST")
-    assert sorted(again["found"]) == ["coap/127.0.0.1:5683", "coap/127.0.0.1:5684"]
-    assert len(api(ns, v, "/api/coap")["devices"]) == 2
+    assert sorted(again["found"]) == ALL_THREE
+    assert len(api(ns, v, "/api/coap")["devices"]) == 3
 
 
 def lan(make, devices: int) -> tuple[Namespace, list[tuple[Namespace, str]]]:
