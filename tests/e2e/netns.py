@@ -91,6 +91,33 @@ class Namespace:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
+def lan(make, devices: int) -> tuple[Namespace, list[tuple[Namespace, str]]]:
+    """Vigil's namespace with bridge br0 (169.254.1.1/16) and `devices`
+    namespaces, each with eth0 (169.254.2.1/16, .2, ...) on a veth into the bridge.
+    IPv6 link-local addresses come up without duplicate detection."""
+    hub = make("vigil-lan")
+    hub.run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+    hub.run("ip", "link", "set", "lo", "up")
+    hub.run("ip", "link", "add", "br0", "type", "bridge")
+    hub.run("ip", "addr", "add", "169.254.1.1/16", "dev", "br0")
+    out = []
+    for i in range(devices):
+        dev = make("vigil-dev")
+        dev.run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+        dev.run("ip", "link", "set", "lo", "up")
+        port = f"p{i}{dev.name[-4:]}"
+        hub.run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", dev.name)
+        hub.run("ip", "link", "set", port, "master", "br0")
+        hub.run("ip", "link", "set", port, "up")
+        address = f"169.254.{2 + i // 250}.{1 + i % 250}"
+        dev.run("ip", "addr", "add", f"{address}/16", "dev", "eth0")
+        dev.run("ip", "link", "set", "eth0", "up")
+        out.append((dev, address))
+    hub.run("ip", "link", "set", "br0", "up")
+    hub.run("ip", "route", "add", "224.0.0.0/4", "dev", "br0")
+    return hub, out
+
+
 @pytest.fixture
 def namespaces():
     """Makes namespaces (skipping with the reason where that is impossible); deletes them after."""

@@ -237,6 +237,8 @@ def test_broken_replies_are_refused_and_vigil_carries_on(vigil_factory, devices,
         assert d["resources"] == []
         # The reply to a token never sent got a reset.
         wait_for(lambda: any(s[:1] == b"\x70" and s[2:4] == b"\x12\x34" for s in seen), 5, what="RST for 0x1234")
+        counters = v.http_get_json("/api/coap")["counters"]
+        assert counters["malformed"] >= 2 and counters["unknown"] >= 1, counters
         # And Vigil is fine: a real device next to it is observed.
         good = free_udp_port()
         devices.aiocoap(good, "--period", "0.2")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from helpers import DeviceProcess, wait_for
-from netns import Namespace, namespaces  # noqa: F401  (the fixture)
+from netns import Namespace, lan, namespaces  # noqa: F401  (the fixture)
 
 HERE = Path(__file__).resolve().parent
 UI = HERE.parents[1] / "ui"  # node-coap is in ui/node_modules
@@ -93,34 +93,6 @@ def test_discovery_finds_each_device_on_loopback_multicast(vigil_factory, namesp
     again = api(ns, v, "/api/coap/discover", "POST")
     assert sorted(again["found"]) == ALL_THREE
     assert len(api(ns, v, "/api/coap")["devices"]) == 3
-
-
-def lan(make, devices: int) -> tuple[Namespace, list[tuple[Namespace, str]]]:
-    """Vigil's namespace with bridge br0 (169.254.1.1/16) and `devices`
-    namespaces, each with eth0 (169.254.1.1x/16) on a veth into the bridge.
-    IPv6 link-local addresses come up without duplicate detection."""
-    hub = make("vigil-lan")
-    for ns in [hub]:
-        ns.run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-    hub.run("ip", "link", "set", "lo", "up")
-    hub.run("ip", "link", "add", "br0", "type", "bridge")
-    hub.run("ip", "addr", "add", "169.254.1.1/16", "dev", "br0")
-    out = []
-    for i in range(devices):
-        dev = make("vigil-dev")
-        dev.run("sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-        dev.run("ip", "link", "set", "lo", "up")
-        port = f"p{i}{dev.name[-4:]}"
-        hub.run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", dev.name)
-        hub.run("ip", "link", "set", port, "master", "br0")
-        hub.run("ip", "link", "set", port, "up")
-        address = f"169.254.1.{11 + i}"
-        dev.run("ip", "addr", "add", f"{address}/16", "dev", "eth0")
-        dev.run("ip", "link", "set", "eth0", "up")
-        out.append((dev, address))
-    hub.run("ip", "link", "set", "br0", "up")
-    hub.run("ip", "route", "add", "224.0.0.0/4", "dev", "br0")
-    return hub, out
 
 
 def test_discovery_over_a_namespace_lan_finds_devices_over_ipv4_and_ipv6(vigil_factory, namespaces, processes, tmp_path):

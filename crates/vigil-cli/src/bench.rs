@@ -945,19 +945,19 @@ enum WaitEnd {
 
 /// The ready line of `vigil serve`.
 #[derive(Debug, Deserialize)]
-struct ReadyLine {
+pub(crate) struct ReadyLine {
     event: String,
     mqtt: SocketAddr,
-    http: SocketAddr,
+    pub(crate) http: SocketAddr,
 }
 
 /// A running `vigil serve`; killed (SIGKILL) if dropped without [`stop`].
 ///
 /// [`stop`]: ServeChild::stop
-struct ServeChild {
+pub(crate) struct ServeChild {
     child: Child,
-    pid: u32,
-    ready: ReadyLine,
+    pub(crate) pid: u32,
+    pub(crate) ready: ReadyLine,
 }
 
 impl ServeChild {
@@ -966,6 +966,16 @@ impl ServeChild {
     /// ready line. `VIGIL_*` variables are not passed on: the flags alone
     /// describe the instance.
     async fn start(bin: Option<&Path>, data_dir: &Path, log: &Path) -> Result<Self> {
+        Self::start_with(bin, data_dir, log, &[]).await
+    }
+
+    /// [`start`](Self::start) with more arguments for `serve` (`--config FILE`).
+    pub(crate) async fn start_with(
+        bin: Option<&Path>,
+        data_dir: &Path,
+        log: &Path,
+        extra: &[std::ffi::OsString],
+    ) -> Result<Self> {
         let exe = match bin {
             Some(bin) => bin.to_owned(),
             None => std::env::current_exe()
@@ -987,6 +997,7 @@ impl ServeChild {
                 "--http-listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -1056,7 +1067,7 @@ impl ServeChild {
     }
 
     /// SIGTERM, then wait (it flushes everything first); killed after [`STOP_GRACE`].
-    async fn stop(mut self) -> Result<ExitStatus> {
+    pub(crate) async fn stop(mut self) -> Result<ExitStatus> {
         terminate(&mut self.child, "vigil serve").await
     }
 }
@@ -1497,8 +1508,8 @@ async fn create_rule(http: SocketAddr, rule: &serde_json::Value) -> Result<()> {
 
 /// `GET /api/stats`, the part the bench reads.
 #[derive(Debug, Deserialize)]
-struct ApiStats {
-    messages: u64,
+pub(crate) struct ApiStats {
+    pub(crate) messages: u64,
 }
 
 /// `GET /api/messages` items, the part the bench reads.
@@ -2100,7 +2111,7 @@ fn parse_proc_stat(stat: &str) -> Option<CpuTicks> {
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
-fn clock_ticks_per_s() -> Option<u64> {
+pub(crate) fn clock_ticks_per_s() -> Option<u64> {
     // SAFETY: sysconf only reads a system setting.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(ticks).ok().filter(|&t| t > 0)
@@ -2108,14 +2119,14 @@ fn clock_ticks_per_s() -> Option<u64> {
 
 /// A process's CPU time so far, and when it was read.
 #[derive(Debug, Clone, Copy)]
-struct CpuSample {
+pub(crate) struct CpuSample {
     ticks: CpuTicks,
     at: Instant,
 }
 
 impl CpuSample {
     /// Reads process `pid`'s CPU time, if it (still) exists.
-    fn take(pid: Option<u32>) -> Option<CpuSample> {
+    pub(crate) fn take(pid: Option<u32>) -> Option<CpuSample> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
         Some(CpuSample {
             ticks: parse_proc_stat(&stat)?,
@@ -2126,7 +2137,7 @@ impl CpuSample {
 
 /// CPU used between two samples.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-struct CpuReport {
+pub(crate) struct CpuReport {
     /// User + system CPU seconds.
     cpu_s: f64,
     user_s: f64,
@@ -2141,7 +2152,7 @@ struct CpuReport {
 
 impl CpuReport {
     /// The CPU used from `start` to `end`, per message of `messages`.
-    fn between(start: CpuSample, end: CpuSample, hz: u64, messages: u64) -> CpuReport {
+    pub(crate) fn between(start: CpuSample, end: CpuSample, hz: u64, messages: u64) -> CpuReport {
         let seconds = |ticks: u64| ticks as f64 / hz as f64;
         let user = seconds(end.ticks.user.saturating_sub(start.ticks.user));
         let system = seconds(end.ticks.system.saturating_sub(start.ticks.system));
@@ -3136,7 +3147,7 @@ async fn http_request(
 }
 
 /// `GET path`, expecting 200 and JSON of type `T`.
-async fn http_get_json<T: DeserializeOwned>(addr: SocketAddr, path: &str) -> Result<T> {
+pub(crate) async fn http_get_json<T: DeserializeOwned>(addr: SocketAddr, path: &str) -> Result<T> {
     let (status, body) = http_get(addr, path).await?;
     if status != 200 {
         let text = String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned();

@@ -4,11 +4,12 @@
 //! - `vigil serve`: broker, engine, store and the HTTP API with its live event
 //!   stream (`vigil-api`), the UI as its fallback ([`ui`]).
 //! - `vigil bench ingest`: a load generator against a fresh `vigil serve`
-//!   ([`bench`]).
+//!   ([`bench`]); `vigil bench coap`: observed CoAP resources ([`bench_coap`]).
 //! - `vigil certs`: the local CA ([`certs`]).
 //! - `vigil users`: the broker's accounts ([`users`]).
 
 mod bench;
+mod bench_coap;
 mod certs;
 mod serve;
 mod ui;
@@ -16,7 +17,7 @@ mod users;
 
 use clap::{Parser, Subcommand};
 
-/// Vigil: watch devices that report over MQTT.
+/// Vigil: watch devices that report over MQTT and CoAP.
 #[derive(Parser)]
 #[command(name = "vigil", version, about)]
 struct Cli {
@@ -41,6 +42,8 @@ enum Command {
 enum BenchCommand {
     /// Publish from many devices into a fresh `vigil serve` and measure ingest.
     Ingest(bench::IngestArgs),
+    /// Observed CoAP resources notifying into a fresh `vigil serve`: loss and CPU.
+    Coap(bench_coap::CoapArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +72,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Bench(BenchCommand::Ingest(args)) => bench::run_ingest(args).await,
+            Command::Bench(BenchCommand::Coap(args)) => bench_coap::run(args).await,
             Command::Users(args) => users::run(args).await,
             Command::Certs(_) => unreachable!("run without the runtime above"),
         }

@@ -38,7 +38,11 @@ const MAX_SEEN: usize = 50_000;
 /// notification (the server's clock and the network get some slack).
 const RENEW_GRACE: Duration = Duration::from_secs(5);
 /// Notifications waiting for the consumer, per observation.
-const NOTICE_QUEUE: usize = 256;
+const NOTICE_QUEUE: usize = 1024;
+/// The socket's receive buffer asked for: bursts of notifications (hundreds
+/// of resources notifying on the same tick) overflow the default 208 KiB and
+/// the kernel drops them. The kernel caps it at `net.core.rmem_max`.
+const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Transmission parameters (RFC 7252 §4.8).
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +132,8 @@ pub struct Counters {
     pub retransmissions: AtomicU64,
     /// Notifications dropped as older than one already taken.
     pub stale_notifications: AtomicU64,
+    /// Notifications dropped because their consumer fell behind.
+    pub overflow: AtomicU64,
 }
 
 /// A running endpoint. Cloning shares it; it stops when the last clone
@@ -199,6 +205,9 @@ impl Endpoint {
             socket.set_only_v6(true)?;
         }
         socket.set_nonblocking(true)?;
+        if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
+            tracing::debug!("CoAP socket: receive buffer left as it is: {e}");
+        }
         socket.bind(&addr.into())?;
         let socket = UdpSocket::from_std(socket.into())?;
         let local = socket.local_addr()?;
@@ -734,11 +743,13 @@ impl Task {
                             *last = Some((number, now));
                             if let Some(reply) = reply.take() {
                                 let _ = reply.send(Ok((token.to_vec(), response)));
-                            } else if notices.try_send(Notice::Notification(response)).is_err()
-                                && notices.is_closed()
+                            } else if let Err(e) = notices.try_send(Notice::Notification(response))
                             {
-                                self.cancel(token.to_vec()).await;
-                                return;
+                                if let mpsc::error::TrySendError::Closed(_) = e {
+                                    self.cancel(token.to_vec()).await;
+                                    return;
+                                }
+                                self.counters.overflow.fetch_add(1, Ordering::Relaxed);
                             }
                         } else {
                             self.counters

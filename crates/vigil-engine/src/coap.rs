@@ -238,6 +238,26 @@ pub struct CoapView {
     pub discovering: bool,
     /// Content-format numbers and their names, for showing and choosing.
     pub content_formats: Vec<(u16, String)>,
+    /// What the CoAP sockets refused or repeated since start.
+    pub counters: CoapCounters,
+}
+
+/// What the CoAP sockets refused or repeated since start (IPv4 and IPv6 together).
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct CoapCounters {
+    /// Datagrams that were not CoAP messages.
+    pub malformed: u64,
+    /// Replies to nothing Vigil asked (refused with RST when confirmable).
+    pub unknown: u64,
+    /// Duplicates, handled once.
+    pub duplicates: u64,
+    /// Requests sent again for want of an acknowledgement.
+    pub retransmissions: u64,
+    /// Notifications older than one already taken, dropped.
+    pub stale_notifications: u64,
+    /// Notifications dropped because Vigil fell behind.
+    pub overflow: u64,
 }
 
 /// A technician's request to a resource.
@@ -628,7 +648,23 @@ impl Service {
             last_discovery: self.last_round.clone(),
             discovering: self.round_running,
             content_formats: content_formats(),
+            counters: self.counters(),
         }
+    }
+
+    fn counters(&self) -> CoapCounters {
+        let mut sum = CoapCounters::default();
+        for endpoint in self.v4.iter().chain(self.v6.iter()) {
+            let c = endpoint.counters();
+            let read = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+            sum.malformed += read(&c.malformed);
+            sum.unknown += read(&c.unknown);
+            sum.duplicates += read(&c.duplicates);
+            sum.retransmissions += read(&c.retransmissions);
+            sum.stale_notifications += read(&c.stale_notifications);
+            sum.overflow += read(&c.overflow);
+        }
+        sum
     }
 
     fn device_view(&self, address: SocketAddr) -> CoapDeviceView {

@@ -575,6 +575,7 @@ impl Engine {
                 last_discovery: None,
                 discovering: false,
                 content_formats: Vec::new(),
+                counters: Default::default(),
             }),
         }
     }

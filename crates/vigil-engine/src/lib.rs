@@ -31,7 +31,8 @@ mod webhook;
 
 pub use bus::{Event, EventBus, Subscription};
 pub use coap::{
-    CoapConfig, CoapDeviceView, CoapRequestBody, CoapResponseView, CoapView, DiscoveryView,
+    CoapConfig, CoapCounters, CoapDeviceView, CoapRequestBody, CoapResponseView, CoapView,
+    DiscoveryView,
 };
 pub use config::{AlertsConfig, Config, HttpConfig, StoreConfig};
 pub use engine::{BrokerView, Engine, ListenerView, PublishRequest, Stats};
