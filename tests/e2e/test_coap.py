@@ -283,3 +283,24 @@ def test_observations_arrive_through_packet_loss(vigil_factory, devices, tmp_pat
     requests = [v.http("POST", "/api/coap/request", {"device": device_id, "method": "GET", "path": "/time"})
                 for _ in range(5)]
     assert all(r.status == 200 and r.json()["code"] == "2.05" for r in requests), [r.body for r in requests]
+
+
+def test_a_range_is_scanned_and_what_answers_is_observed(vigil_factory, devices, tmp_path):
+    port = free_udp_port()
+    devices.aiocoap(port, "--bind", "127.0.0.2", "--period", "0.3")
+    devices.aiocoap(port, "--bind", "127.0.0.4", "--period", "0.3")
+    v = vigil_factory(coap_config(tmp_path))
+    started = time.monotonic()
+    r = v.http_post_json("/api/coap/scan", {"range": "127.0.0.2-5", "port": port})
+    assert time.monotonic() - started < 10, "a scan waits a few seconds, not for retransmissions"
+    assert r["scanned"] == f"127.0.0.2-5 port {port}" and r["interfaces"] == []
+    assert sorted(r["found"]) == [f"coap/127.0.0.2:{port}", f"coap/127.0.0.4:{port}"], r
+    d = wait_for(lambda: (d := coap_device(v, f"coap/127.0.0.4:{port}")) and len(d["observing"]) == 3 and d, 10,
+                 what="the scanned device observed")
+    assert d["found_by"] == f"scan of 127.0.0.2-5 port {port}"
+    v.wait_stored(f"coap/127.0.0.2:{port}/sensors/temp", count=2)
+    for body, words in [({"range": "127.0.0.0/16"}, "a scan asks at most 1024"),
+                        ({"range": "127.0.0.9-2"}, "ends before it starts"),
+                        ({"range": "somewhere"}, "is not an address")]:
+        r = v.http("POST", "/api/coap/scan", body)
+        assert r.status == 400 and words in r.json()["error"], (body, r.body)

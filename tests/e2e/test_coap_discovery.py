@@ -116,3 +116,17 @@ def test_discovery_over_a_namespace_lan_finds_devices_over_ipv4_and_ipv6(vigil_f
     assert "%" in v6[0], v6
     hub.call(lambda: v.wait_stored(f"{v6[0]}/sensors/temp", count=3))
     hub.call(lambda: v.wait_stored(f"coap/{a2}:5683/time", count=2, timeout=10))
+
+
+def test_discovery_on_a_schedule_finds_a_device_that_came_later(vigil_factory, namespaces, processes, tmp_path):
+    ns = namespaces().loopback_multicast()
+    v = start_vigil(vigil_factory, ns, tmp_path,
+                    'interfaces = ["lo"]\nrediscover_every_s = 2\ndiscovery_window_s = 1\n')
+    first = wait_for(lambda: (c := api(ns, v, "/api/coap"))["last_discovery"], 10, what="the round at start")
+    assert first["found"] == [] and first["errors"] == []
+    processes(ns.exec_args(sys.executable, str(HERE / "coap_device.py"), "--bind", "::", "--port", "5683",
+                           "--multicast", "lo", "--period", "0.3"), "ready")
+    later = wait_for(lambda: (r := api(ns, v, "/api/coap")["last_discovery"])["found"] and r, 15,
+                     what="a later round finding the device")
+    assert later["at"] > first["at"] and later["found"] == ["coap/127.0.0.1:5683"]
+    ns.call(lambda: v.wait_stored("coap/127.0.0.1:5683/sensors/temp", count=2))

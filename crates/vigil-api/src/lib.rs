@@ -54,6 +54,7 @@ pub fn router(engine: Engine, stopping: watch::Receiver<bool>) -> Router {
         .route("/api/coap", get(coap))
         .route("/api/coap/discover", post(coap_discover))
         .route("/api/coap/devices", post(coap_add))
+        .route("/api/coap/scan", post(coap_scan))
         .route("/api/coap/request", post(coap_request))
         .route("/api/stats", get(stats))
         .route("/api/events", get(events))
@@ -387,6 +388,22 @@ async fn coap_add(
 ) -> Result<Response, ApiError> {
     let request = body(request, "CoAP device")?;
     Ok(Json(app.engine.coap_add(&request.address).await?).into_response())
+}
+
+/// `{"range": "192.0.2.0/26", "port": 5683}`
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CoapRange {
+    range: String,
+    port: Option<u16>,
+}
+
+async fn coap_scan(
+    State(app): State<App>,
+    request: Result<Json<CoapRange>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = body(request, "CoAP scan")?;
+    Ok(Json(app.engine.coap_scan(&request.range, request.port).await?).into_response())
 }
 
 async fn coap_request(

@@ -67,7 +67,7 @@ pub async fn discover(
         .map(|(name, group, ep, via)| {
             tokio::spawn(async move {
                 let result = ep
-                    .multicast(group, via, Request::get("/.well-known/core"), window)
+                    .gather(group, via, Request::get("/.well-known/core"), window)
                     .await;
                 (name, group, result)
             })

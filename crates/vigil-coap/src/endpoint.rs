@@ -179,7 +179,7 @@ enum Command {
         notices: mpsc::Sender<Notice>,
         reply: Registered,
     },
-    Multicast {
+    Gather {
         group: SocketAddr,
         via: Option<Ipv4Addr>,
         request: Request,
@@ -278,10 +278,12 @@ impl Endpoint {
         })
     }
 
-    /// Sends a non-confirmable request to a multicast group (from the IPv4
-    /// interface address `via`, or for IPv6 out of the group address's scope
-    /// id) and collects every response for `window`.
-    pub async fn multicast(
+    /// Sends a non-confirmable request and collects every response for
+    /// `window`: to a multicast group (from the IPv4 interface address `via`,
+    /// or for IPv6 out of the group address's scope id; any peer may answer),
+    /// or to one address (a scan: only it may answer, and no retransmission
+    /// holds the caller up when nothing is there).
+    pub async fn gather(
         &self,
         group: SocketAddr,
         via: Option<Ipv4Addr>,
@@ -291,7 +293,7 @@ impl Endpoint {
         let (replies, mut received) = mpsc::channel(1024);
         let (sent, was_sent) = oneshot::channel();
         self.commands
-            .send(Command::Multicast {
+            .send(Command::Gather {
                 group,
                 via,
                 request,
@@ -324,7 +326,7 @@ enum Kind {
         reply: Option<oneshot::Sender<Result<Response, CoapError>>>,
         body: Vec<u8>,
     },
-    Multicast {
+    Gather {
         replies: mpsc::Sender<Response>,
         until: Instant,
     },
@@ -338,7 +340,8 @@ enum Kind {
 
 struct Exchange {
     peer: SocketAddr,
-    multicast: bool,
+    /// A request to a multicast group: any peer may answer, many times.
+    any_peer: bool,
     request: Request,
     con: Option<Con>,
     wait_until: Option<Instant>,
@@ -417,7 +420,7 @@ impl Task {
                     token.clone(),
                     Exchange {
                         peer,
-                        multicast: false,
+                        any_peer: false,
                         request,
                         con: None,
                         wait_until: None,
@@ -440,7 +443,7 @@ impl Task {
                     token.clone(),
                     Exchange {
                         peer,
-                        multicast: false,
+                        any_peer: false,
                         request,
                         con: None,
                         wait_until: None,
@@ -454,7 +457,7 @@ impl Task {
                 );
                 self.send_con(&token, None).await;
             }
-            Command::Multicast {
+            Command::Gather {
                 group,
                 via,
                 request,
@@ -467,7 +470,7 @@ impl Task {
                 packet.header.set_type(MessageType::NonConfirmable);
                 packet.header.message_id = self.mid();
                 let result = match packet.to_bytes() {
-                    Ok(bytes) => self.send_multicast(&bytes, group, via).await,
+                    Ok(bytes) => self.send_gather(&bytes, group, via).await,
                     Err(e) => Err(e.to_string()),
                 };
                 match result {
@@ -477,11 +480,11 @@ impl Task {
                             token,
                             Exchange {
                                 peer: group,
-                                multicast: true,
+                                any_peer: group.ip().is_multicast(),
                                 request,
                                 con: None,
                                 wait_until: None,
-                                kind: Kind::Multicast { replies, until },
+                                kind: Kind::Gather { replies, until },
                             },
                         );
                         self.wake_at(until);
@@ -499,7 +502,7 @@ impl Task {
         }
     }
 
-    async fn send_multicast(
+    async fn send_gather(
         &self,
         bytes: &[u8],
         group: SocketAddr,
@@ -507,6 +510,7 @@ impl Task {
     ) -> Result<(), String> {
         let socket = socket2::SockRef::from(&self.socket);
         match group {
+            _ if !group.ip().is_multicast() => {}
             SocketAddr::V4(_) => {
                 if let Some(via) = via {
                     socket
@@ -646,7 +650,7 @@ impl Task {
                     && self
                         .exchanges
                         .get(&token)
-                        .is_some_and(|x| x.multicast || x.peer == peer);
+                        .is_some_and(|x| x.any_peer || x.peer == peer);
                 if !ours {
                     // A ping (empty CON), a request to a client, or a response
                     // to nothing Vigil asked: RST (RFC 7252 §4.2, §4.3).
@@ -685,7 +689,7 @@ impl Task {
         let Some(x) = self.exchanges.get_mut(token) else {
             return;
         };
-        if !x.multicast {
+        if !x.any_peer {
             if let Some(con) = x.con.take() {
                 self.mids.remove(&con.mid);
             }
@@ -720,7 +724,7 @@ impl Task {
                 }
                 self.exchanges.remove(token);
             }
-            Kind::Multicast { replies, .. } => {
+            Kind::Gather { replies, .. } => {
                 let _ =
                     replies.try_send(Response::from_packet(peer, packet, packet.payload.clone()));
             }
@@ -797,7 +801,7 @@ impl Task {
                     let _ = notices.try_send(Notice::Ended(error.to_string()));
                 }
             },
-            Kind::Multicast { .. } => {}
+            Kind::Gather { .. } => {}
         }
     }
 
@@ -867,7 +871,7 @@ impl Task {
                 later(until);
             }
             match &x.kind {
-                Kind::Multicast { until, .. } => {
+                Kind::Gather { until, .. } => {
                     if *until <= now {
                         ended.push(token.clone());
                     } else {

@@ -210,8 +210,10 @@ pub struct DiscoveryView {
     pub at: Micros,
     /// How long it listened, seconds.
     pub window_s: f64,
-    /// The interfaces it asked.
+    /// The interfaces it asked (multicast).
     pub interfaces: Vec<String>,
+    /// The addresses it asked one by one (a scan), as given: `192.0.2.0/28 port 5683`.
+    pub scanned: Option<String>,
     /// The devices that answered (ids).
     pub found: Vec<String>,
     /// What could not be asked, in words.
@@ -309,6 +311,11 @@ enum Command {
     Discover {
         reply: oneshot::Sender<DiscoveryView>,
     },
+    Scan {
+        addresses: Vec<SocketAddr>,
+        label: String,
+        reply: oneshot::Sender<DiscoveryView>,
+    },
     Add {
         address: SocketAddr,
         reply: oneshot::Sender<Result<CoapDeviceView, String>>,
@@ -328,6 +335,11 @@ enum Internal {
     Discovered {
         view: DiscoveryView,
         found: Vec<Found>,
+    },
+    Scanned {
+        view: DiscoveryView,
+        found: Vec<Response>,
+        reply: oneshot::Sender<DiscoveryView>,
     },
     ObservationEnded {
         address: SocketAddr,
@@ -434,6 +446,19 @@ impl Coap {
     /// Runs a discovery round now (or joins the one running) and waits for it.
     pub async fn discover(&self) -> Result<DiscoveryView, EngineError> {
         self.ask(|reply| Command::Discover { reply }).await
+    }
+
+    /// Asks every address of a range once; those that answer are added and observed.
+    pub async fn scan(&self, range: &str, port: Option<u16>) -> Result<DiscoveryView, EngineError> {
+        let port = port.unwrap_or(vigil_coap::PORT);
+        let addresses = parse_range(range, port).map_err(EngineError::BadRequest)?;
+        let label = format!("{} port {port}", range.trim());
+        self.ask(|reply| Command::Scan {
+            addresses,
+            label,
+            reply,
+        })
+        .await
     }
 
     /// Probes an address; a device that answers is added and observed.
@@ -633,6 +658,11 @@ impl Service {
             Command::Add { address, reply } => {
                 self.probe(address, "address given".into(), Some(reply))
             }
+            Command::Scan {
+                addresses,
+                label,
+                reply,
+            } => self.scan(addresses, label, reply),
         }
     }
 
@@ -785,6 +815,7 @@ impl Service {
                 at,
                 window_s: window.as_secs_f64(),
                 interfaces: interfaces.iter().map(|i| i.name.clone()).collect(),
+                scanned: None,
                 found: round
                     .found
                     .iter()
@@ -851,18 +882,18 @@ impl Service {
                     }
                 }
             }
+            Internal::Scanned { view, found, reply } => {
+                let how = format!("scan of {}", view.scanned.as_deref().unwrap_or(""));
+                for response in found {
+                    self.found(how.clone(), response).await;
+                }
+                let _ = reply.send(view);
+            }
             Internal::Discovered { view, found } => {
                 self.round_running = false;
                 for f in found {
-                    let address = f.response.peer;
-                    let how = format!("multicast on {}", f.interface);
-                    if f.response.partial {
-                        // The list needs more blocks: ask the device itself.
-                        self.known_mut(address, &how);
-                        self.probe(address, how, None);
-                    } else {
-                        self.answered(address, &how, &f.response).await;
-                    }
+                    self.found(format!("multicast on {}", f.interface), f.response)
+                        .await;
                 }
                 tracing::info!(
                     found = view.found.len(),
@@ -897,6 +928,66 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// A device answered a discovery round or a scan.
+    async fn found(&mut self, how: String, response: Response) {
+        let address = response.peer;
+        if response.partial {
+            // The list needs more blocks: ask the device itself.
+            self.known_mut(address, &how);
+            self.probe(address, how, None);
+        } else {
+            self.answered(address, &how, &response).await;
+        }
+    }
+
+    /// Asks each address once (non-confirmable, no retransmission: most
+    /// hold no device) and takes what answers within a few seconds.
+    fn scan(
+        &mut self,
+        addresses: Vec<SocketAddr>,
+        label: String,
+        reply: oneshot::Sender<DiscoveryView>,
+    ) {
+        let window = Duration::from_secs_f64(self.config.discovery_window_s.min(SCAN_WINDOW_S));
+        let endpoints: Vec<(SocketAddr, Option<Endpoint>)> = addresses
+            .into_iter()
+            .map(|a| (a, self.endpoint(a)))
+            .collect();
+        let internal = self.internal.clone();
+        let at = now_micros();
+        tokio::spawn(async move {
+            let asks = endpoints.into_iter().map(|(address, endpoint)| async move {
+                match endpoint {
+                    Some(ep) => ep
+                        .gather(address, None, Request::get("/.well-known/core"), window)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("no CoAP socket for {address}'s address family")),
+                }
+            });
+            let mut found = Vec::new();
+            let mut errors = Vec::new();
+            for result in futures_util::future::join_all(asks).await {
+                match result {
+                    Ok(responses) => found.extend(responses.into_iter().take(1)),
+                    Err(e) => errors.push(e),
+                }
+            }
+            errors.truncate(20);
+            let view = DiscoveryView {
+                at,
+                window_s: window.as_secs_f64(),
+                interfaces: Vec::new(),
+                scanned: Some(label),
+                found: found.iter().map(|r| device_id(r.peer)).collect(),
+                errors,
+            };
+            let _ = internal
+                .send(Internal::Scanned { view, found, reply })
+                .await;
+        });
     }
 
     /// A device answered `/.well-known/core`.
@@ -995,6 +1086,65 @@ impl Service {
 }
 
 const NOT_OBSERVABLE: &str = "not observable";
+/// How long a scan waits for answers at most (unicast answers need no
+/// random delay, unlike multicast ones).
+const SCAN_WINDOW_S: f64 = 3.0;
+/// The most addresses one scan asks (a /22).
+const MAX_SCAN: usize = 1024;
+
+/// The addresses of a range as a person writes it: one address,
+/// `192.0.2.10-192.0.2.40`, `192.0.2.10-40`, or `192.0.2.0/26` (network and
+/// broadcast addresses left out), each with `port`.
+pub fn parse_range(text: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    use std::net::Ipv4Addr;
+    let text = text.trim();
+    let bad = || {
+        format!("'{text}' is not an address or a range (write 192.0.2.7, 192.0.2.10-40 or 192.0.2.0/26)")
+    };
+    let (first, last) = if let Some((base, bits)) = text.split_once('/') {
+        let base: Ipv4Addr = base.parse().map_err(|_| bad())?;
+        let bits: u32 = bits.parse().map_err(|_| bad())?;
+        if bits > 32 {
+            return Err(bad());
+        }
+        let size = 1u64 << (32 - bits);
+        if size > MAX_SCAN as u64 {
+            return Err(format!(
+                "'{text}' has {size} addresses; a scan asks at most {MAX_SCAN} (a /22)"
+            ));
+        }
+        let start = u32::from(base) & !((size - 1) as u32);
+        let end = start + (size - 1) as u32;
+        if size >= 4 {
+            (start + 1, end - 1)
+        } else {
+            (start, end)
+        }
+    } else if let Some((a, b)) = text.split_once('-') {
+        let a: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+        let b: Ipv4Addr = match b.trim().parse::<u8>() {
+            Ok(octet) => Ipv4Addr::from(u32::from(a) & !0xff | u32::from(octet)),
+            Err(_) => b.trim().parse().map_err(|_| bad())?,
+        };
+        let (a, b) = (u32::from(a), u32::from(b));
+        if b < a {
+            return Err(format!("'{text}': the range ends before it starts"));
+        }
+        if u64::from(b - a) + 1 > MAX_SCAN as u64 {
+            return Err(format!(
+                "'{text}' has {} addresses; a scan asks at most {MAX_SCAN}",
+                u64::from(b - a) + 1
+            ));
+        }
+        (a, b)
+    } else {
+        let one = parse_address(text)?;
+        return Ok(vec![SocketAddr::new(one.ip(), port)]);
+    };
+    Ok((first..=last)
+        .map(|ip| SocketAddr::new(Ipv4Addr::from(ip).into(), port))
+        .collect())
+}
 
 /// Observes one resource until it ends, handing each notification over as a reading.
 async fn observe(
@@ -1090,6 +1240,36 @@ mod tests {
         assert!(parse_address("[fe80::1%nosuchif0]:1")
             .unwrap_err()
             .contains("no interface named 'nosuchif0'"));
+    }
+
+    #[test]
+    fn ranges_are_read_as_people_write_them() {
+        let ips = |text: &str| -> Vec<String> {
+            parse_range(text, 5683)
+                .unwrap()
+                .iter()
+                .map(|a| a.ip().to_string())
+                .collect()
+        };
+        assert_eq!(ips("192.0.2.7"), ["192.0.2.7"]);
+        assert_eq!(
+            ips("192.0.2.10-12"),
+            ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+        );
+        assert_eq!(ips("192.0.2.254-192.0.3.1").len(), 4);
+        assert_eq!(ips("192.0.2.9/30"), ["192.0.2.9", "192.0.2.10"]);
+        assert_eq!(ips("192.0.2.0/24").len(), 254);
+        assert_eq!(ips("192.0.2.5/32"), ["192.0.2.5"]);
+        assert_eq!(parse_range("10.0.0.0/22", 9).unwrap().len(), 1022);
+        assert!(parse_range("10.0.0.0/21", 9)
+            .unwrap_err()
+            .contains("at most 1024"));
+        assert!(parse_range("192.0.2.9-3", 9)
+            .unwrap_err()
+            .contains("ends before it starts"));
+        for bad in ["", "192.0.2.0/33", "x-y", "192.0.2.1-300"] {
+            assert!(parse_range(bad, 1).is_err(), "{bad}");
+        }
     }
 
     #[test]

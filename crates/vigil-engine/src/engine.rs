@@ -593,6 +593,17 @@ impl Engine {
         self.coap_side()?.discover().await
     }
 
+    /// Asks every address of a range (`192.0.2.0/26`, `192.0.2.10-40`) for
+    /// its resources, once and without retransmission, for a few seconds;
+    /// those that answer become devices like discovered ones.
+    pub async fn coap_scan(
+        &self,
+        range: &str,
+        port: Option<u16>,
+    ) -> Result<DiscoveryView, EngineError> {
+        self.coap_side()?.scan(range, port).await
+    }
+
     /// Asks the device at `address` for its resources; when it answers it
     /// becomes a device, is observed and probed like a discovered one.
     pub async fn coap_add(&self, address: &str) -> Result<CoapDeviceView, EngineError> {

@@ -87,6 +87,7 @@ export function api(t: Transport) {
     revokeCertificate: (device: string) => t.send<CertInfo>("POST", "/api/certs/revoke", { device }),
     coap: () => t.get<CoapView>("/api/coap"),
     coapDiscover: () => t.send<DiscoveryView>("POST", "/api/coap/discover", {}),
+    coapScan: (range: string) => t.send<DiscoveryView>("POST", "/api/coap/scan", { range, port: null }),
     coapAdd: (address: string) => t.send<CoapDeviceView>("POST", "/api/coap/devices", { address }),
     coapRequest: (request: CoapRequestBody) => t.send<CoapResponseView>("POST", "/api/coap/request", request),
   };

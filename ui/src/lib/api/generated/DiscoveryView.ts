@@ -13,9 +13,13 @@ at: number,
  */
 window_s: number, 
 /**
- * The interfaces it asked.
+ * The interfaces it asked (multicast).
  */
 interfaces: Array<string>, 
+/**
+ * The addresses it asked one by one (a scan), as given: `192.0.2.0/28 port 5683`.
+ */
+scanned: string | null, 
 /**
  * The devices that answered (ids).
  */
