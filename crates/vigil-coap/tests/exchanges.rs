@@ -417,7 +417,13 @@ async fn an_observation_is_renewed_when_max_age_runs_out_without_a_notification(
     });
     let (reg, from) = recv(&dev).await;
     // Registered, with Max-Age 1 s; then silence.
-    let mut p = Packet::from_bytes(&reply(&reg, MessageType::Acknowledgement, reg.header.message_id, b"1")).unwrap();
+    let mut p = Packet::from_bytes(&reply(
+        &reg,
+        MessageType::Acknowledgement,
+        reg.header.message_id,
+        b"1",
+    ))
+    .unwrap();
     p.set_observe_value(2);
     p.add_option(CoapOption::MaxAge, vec![1]);
     dev.send_to(&p.to_bytes().unwrap(), from).await.unwrap();
@@ -427,15 +433,28 @@ async fn an_observation_is_renewed_when_max_age_runs_out_without_a_notification(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (again, from) = recv(&dev).await;
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(8), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
     assert_eq!(again.get_observe_value().unwrap().unwrap(), 0);
     assert_eq!(again.get_token(), reg.get_token());
     assert_eq!(again.header.get_type(), MessageType::Confirmable);
     // Its answer is the next notification.
-    let mut p = Packet::from_bytes(&reply(&again, MessageType::Acknowledgement, again.header.message_id, b"2")).unwrap();
+    let mut p = Packet::from_bytes(&reply(
+        &again,
+        MessageType::Acknowledgement,
+        again.header.message_id,
+        b"2",
+    ))
+    .unwrap();
     p.set_observe_value(3);
     dev.send_to(&p.to_bytes().unwrap(), from).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), o.notices.recv()).await.unwrap().unwrap() {
+    match tokio::time::timeout(Duration::from_secs(5), o.notices.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         Notice::Notification(r) => assert_eq!(r.payload, b"2"),
         other => panic!("{other:?}"),
     }
