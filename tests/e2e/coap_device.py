@@ -121,7 +121,9 @@ async def main():
 
     # All CoAP Nodes: IPv4, and link-local IPv6 where the interface has it.
     multicast = [(a, i) for i in args.multicast for a in ("224.0.1.187", "ff02::fd")]
-    await aiocoap.Context.create_server_context(site, bind=(args.bind, args.port), multicast=multicast)
+    # UDP only: aiocoap would also listen on TCP (and more) at the same port.
+    await aiocoap.Context.create_server_context(site, bind=(args.bind, args.port), multicast=multicast,
+                                                transports=["udp6"])
     print(f"ready {args.port}", flush=True)
     started = time.monotonic()
     while True:

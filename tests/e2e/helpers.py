@@ -484,10 +484,19 @@ class Player:
 
 
 def free_udp_port() -> int:
-    """A UDP port free on loopback now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port free on loopback now for UDP and for TCP too (libcoap's server
+    listens on both at the same number and gives up when TCP is taken)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((HOST, 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((HOST, port))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no port free for both UDP and TCP on loopback after 100 tries")
 
 
 class DeviceProcess:
