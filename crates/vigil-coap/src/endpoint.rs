@@ -96,6 +96,14 @@ pub enum CoapError {
         /// The limit.
         limit: usize,
     },
+    /// A block-wise transfer went wrong.
+    #[error("{reason}")]
+    BadBlock {
+        /// Who sent it.
+        peer: SocketAddr,
+        /// What was wrong, in words.
+        reason: String,
+    },
     /// The request could not be sent.
     #[error("could not send to {peer}: {reason}")]
     Send {
@@ -325,6 +333,8 @@ enum Kind {
     Once {
         reply: Option<oneshot::Sender<Result<Response, CoapError>>>,
         body: Vec<u8>,
+        /// The Block2 number the next response must carry.
+        next_block: u32,
     },
     Gather {
         replies: mpsc::Sender<Response>,
@@ -427,6 +437,7 @@ impl Task {
                         kind: Kind::Once {
                             reply: Some(reply),
                             body: Vec::new(),
+                            next_block: 0,
                         },
                     },
                 );
@@ -612,10 +623,14 @@ impl Task {
                     return;
                 }
                 self.mids.remove(&mid);
-                x.con = None;
                 if kind == MessageType::Reset {
                     self.fail(&token, CoapError::Reset { peer });
                     return;
+                }
+                if packet.header.code == MessageClass::Empty
+                    || packet.get_token() != token.as_slice()
+                {
+                    x.con = None;
                 }
                 if packet.header.code == MessageClass::Empty {
                     // A separate response will follow.
@@ -625,12 +640,18 @@ impl Task {
                     return;
                 }
                 if packet.get_token() != token.as_slice() {
+                    // Acknowledged, but the response is for another token:
+                    // ignored, and the request waits for a separate response.
                     self.counters.malformed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
                         "{peer} acknowledged with a response for another token; ignored"
                     );
+                    let until = Instant::now() + self.timing.response_wait;
+                    x.wait_until = Some(until);
+                    self.wake_at(until);
                     return;
                 }
+                // A piggybacked response: `response` ends the wait for the ACK.
                 self.response(&token, peer, &packet).await;
             }
             MessageType::Confirmable | MessageType::NonConfirmable => {
@@ -689,14 +710,41 @@ impl Task {
         let Some(x) = self.exchanges.get_mut(token) else {
             return;
         };
+        // Whether this answers a request of ours (rather than being a later
+        // notification): the request was waiting for an ACK or a response.
+        let mut answers_request = false;
         if !x.any_peer {
             if let Some(con) = x.con.take() {
                 self.mids.remove(&con.mid);
+                answers_request = true;
             }
-            x.wait_until = None;
+            answers_request |= x.wait_until.take().is_some();
         }
         match &mut x.kind {
-            Kind::Once { reply, body } => {
+            Kind::Once {
+                reply,
+                body,
+                next_block,
+            } => {
+                let block = Block::of(packet);
+                let wrong_block = match block {
+                    Some(b) if b.num != *next_block => Some(format!(
+                        "{peer} answered block {} when asked for block {next_block}",
+                        b.num
+                    )),
+                    Some(b) if b.more && packet.payload.is_empty() => Some(format!(
+                        "{peer} sent an empty block {} that says more follow",
+                        b.num
+                    )),
+                    None if *next_block > 0 => Some(format!(
+                        "{peer} answered block {next_block} without a Block2 option"
+                    )),
+                    _ => None,
+                };
+                if let Some(reason) = wrong_block {
+                    self.fail(token, CoapError::BadBlock { peer, reason });
+                    return;
+                }
                 body.extend_from_slice(&packet.payload);
                 if body.len() > MAX_BODY {
                     self.fail(
@@ -709,7 +757,8 @@ impl Task {
                     return;
                 }
                 let success = u8::from(packet.header.code) >> 5 == 2;
-                if let Some(block) = Block::of(packet).filter(|b| b.more && success) {
+                if let Some(block) = block.filter(|b| b.more && success) {
+                    *next_block = block.num + 1;
                     let next = Block {
                         num: block.num + 1,
                         more: false,
@@ -742,7 +791,12 @@ impl Task {
                             Duration::from_secs(u64::from(response.max_age.unwrap_or(60)));
                         let renew = now + max_age + RENEW_GRACE;
                         *renew_at = Some(renew);
-                        let fresh = last.is_none_or(|(v, t)| is_newer(v, t, number, now));
+                        // The answer to a (re-)registration is taken whatever
+                        // its number: a server repeats its current one, and
+                        // one that restarted starts again low (RFC 7641 §3.4
+                        // orders notifications, not registrations).
+                        let fresh = answers_request
+                            || last.is_none_or(|(v, t)| is_newer(v, t, number, now));
                         if fresh {
                             *last = Some((number, now));
                             if let Some(reply) = reply.take() {

@@ -440,7 +440,8 @@ async fn an_observation_is_renewed_when_max_age_runs_out_without_a_notification(
     assert_eq!(again.get_observe_value().unwrap().unwrap(), 0);
     assert_eq!(again.get_token(), reg.get_token());
     assert_eq!(again.header.get_type(), MessageType::Confirmable);
-    // Its answer is the next notification.
+    // Its answer is taken even with the same number (a server repeats its
+    // current one when nothing changed).
     let mut p = Packet::from_bytes(&reply(
         &again,
         MessageType::Acknowledgement,
@@ -448,7 +449,7 @@ async fn an_observation_is_renewed_when_max_age_runs_out_without_a_notification(
         b"2",
     ))
     .unwrap();
-    p.set_observe_value(3);
+    p.set_observe_value(2);
     dev.send_to(&p.to_bytes().unwrap(), from).await.unwrap();
     match tokio::time::timeout(Duration::from_secs(5), o.notices.recv())
         .await
@@ -458,4 +459,56 @@ async fn an_observation_is_renewed_when_max_age_runs_out_without_a_notification(
         Notice::Notification(r) => assert_eq!(r.payload, b"2"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_block2_requests_is_refused_in_words() {
+    let ep = endpoint().await;
+    let (dev, at) = peer().await;
+    let ask = tokio::spawn({
+        let ep = ep.clone();
+        async move { ep.request(at, Request::get("/big")).await }
+    });
+    // Block 0 of several, twice: the second time when asked for block 1.
+    for _ in 0..2 {
+        let (req, from) = recv(&dev).await;
+        let mut p = Packet::from_bytes(&reply(
+            &req,
+            MessageType::Acknowledgement,
+            req.header.message_id,
+            &[b'x'; 16],
+        ))
+        .unwrap();
+        p.add_option(CoapOption::Block2, vec![0x08]); // num 0, more, 16 bytes
+        dev.send_to(&p.to_bytes().unwrap(), from).await.unwrap();
+    }
+    let e = ask.await.unwrap().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{at} answered block 0 when asked for block 1")
+    );
+}
+
+#[tokio::test]
+async fn an_ack_carrying_another_tokens_response_leaves_the_request_waiting_then_timing_out() {
+    let ep = endpoint().await;
+    let (dev, at) = peer().await;
+    let ask = tokio::spawn({
+        let ep = ep.clone();
+        async move { ep.request(at, Request::get("/x")).await }
+    });
+    let (req, from) = recv(&dev).await;
+    let mut wrong = Packet::new();
+    wrong.header.set_type(MessageType::Acknowledgement);
+    wrong.header.code = MessageClass::Response(ResponseType::Content);
+    wrong.header.message_id = req.header.message_id;
+    wrong.set_token(vec![1, 2, 3]);
+    dev.send_to(&wrong.to_bytes().unwrap(), from).await.unwrap();
+    // No hang: the separate response it implies never comes (2 s here).
+    let e = tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .expect("the request ended")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, CoapError::Timeout { .. }), "{e}");
 }

@@ -103,8 +103,13 @@ impl CoapConfig {
         if !(10..=60_000).contains(&self.ack_timeout_ms) {
             return Err("coap.ack_timeout_ms must be between 10 and 60000".into());
         }
-        if self.probe_every_s == 0 {
-            return Err("coap.probe_every_s must be at least 1".into());
+        if !(1..=86_400).contains(&self.probe_every_s) {
+            return Err("coap.probe_every_s must be between 1 and 86400".into());
+        }
+        if self.rediscover_every_s > 7 * 86_400 {
+            return Err(
+                "coap.rediscover_every_s must be at most 604800 (a week; 0: at start only)".into(),
+            );
         }
         for d in &self.devices {
             parse_address(d).map_err(|e| format!("coap.devices: {e}"))?;
@@ -573,6 +578,11 @@ struct Known {
     probing: bool,
     /// Probe at the next tick, whatever the time since the last answer.
     probe_due: bool,
+    /// When a failed probe ended (µs; 0: none since the last answer): the
+    /// next waits a whole interval, not the next tick.
+    failed_at: i64,
+    /// Probe then, to register observations that ended (µs).
+    retry_at: Option<i64>,
     /// The last answer (a probe or a notification), µs; shared with the observations.
     heard: Arc<AtomicI64>,
     last_answer: Option<Micros>,
@@ -613,6 +623,8 @@ impl Service {
             reachable: false,
             probing: false,
             probe_due: true,
+            failed_at: 0,
+            retry_at: None,
             heard: Arc::new(AtomicI64::new(0)),
             last_answer: None,
         })
@@ -711,7 +723,7 @@ impl Service {
                 .map(|(p, why)| (p.clone(), why.clone()))
                 .collect(),
             error: k.error.clone(),
-            reachable: k.reachable,
+            reachable: k.reachable || k.heard.load(Ordering::Relaxed) > k.failed_at,
             last_answer_at: match k.heard.load(Ordering::Relaxed) {
                 0 => k.last_answer,
                 micros => Some(micros),
@@ -726,7 +738,11 @@ impl Service {
             .known
             .iter()
             .filter(|(_, k)| {
-                !k.probing && (k.probe_due || now - k.heard.load(Ordering::Relaxed) >= every)
+                !k.probing
+                    && (k.probe_due
+                        || k.retry_at.is_some_and(|at| now >= at)
+                        || (now - k.heard.load(Ordering::Relaxed) >= every
+                            && now - k.failed_at >= every))
             })
             .map(|(a, _)| *a)
             .collect();
@@ -762,6 +778,7 @@ impl Service {
             }
             k.probing = true;
             k.probe_due = false;
+            k.retry_at = None;
         }
         let internal = self.internal.clone();
         tokio::spawn(async move {
@@ -868,7 +885,7 @@ impl Service {
                             let was = std::mem::replace(&mut k.reachable, false);
                             k.error = Some(e.to_string());
                             // Probe again after the usual wait, not at once.
-                            k.heard.store(now_micros(), Ordering::Relaxed);
+                            k.failed_at = now_micros();
                             if was || k.last_answer.is_some() {
                                 self.send(
                                     address,
@@ -918,12 +935,21 @@ impl Service {
                 final_,
             } => {
                 if let Some(k) = self.known.get_mut(&address) {
-                    k.observing.remove(&path);
+                    // Only the task that ended: a newer one may hold the path already.
+                    if k.observing
+                        .get(&path)
+                        .is_some_and(|task| task.is_finished())
+                    {
+                        k.observing.remove(&path);
+                    }
                     k.not_observed.insert(path, reason);
-                    // Not final: the device may be gone; a probe decides,
-                    // and re-registers when it answers.
+                    // Not final: the device may be gone, or dropped its
+                    // observers. A probe decides, an interval later (a device
+                    // that ends every registration at once is not asked
+                    // again and again), and registers again when it answers.
                     if !final_ {
-                        k.probe_due = true;
+                        let every = self.config.probe_every_s.min(60) as i64 * 1_000_000;
+                        k.retry_at.get_or_insert(now_micros() + every);
                     }
                 }
             }
@@ -1015,6 +1041,7 @@ impl Service {
             }
         }
         known.heard.store(now, Ordering::Relaxed);
+        known.failed_at = 0;
         known.last_answer = Some(now);
         match &resources {
             Ok(list) => {
@@ -1156,13 +1183,19 @@ async fn observe(
     heard: Arc<AtomicI64>,
 ) {
     let (reason, final_) = match endpoint.observe(address, &path).await {
-        Err(e) => (e.to_string(), false),
+        // Silence may pass; a refusal (RST) or a request that cannot be
+        // sent will not, until the device lists the resource anew.
+        Err(e @ CoapError::Timeout { .. }) => (e.to_string(), false),
+        Err(e) => (format!("{NOT_OBSERVABLE}: {e}"), true),
         Ok(mut observing) => {
             heard.store(now_micros(), Ordering::Relaxed);
             if observing.first.is_success() {
-                let _ = observations
-                    .send(reading(address, &path, &observing.first))
-                    .await;
+                let whole = match observing.first.partial {
+                    true => endpoint.request(address, Request::get(&path)).await.ok(),
+                    false => None,
+                };
+                let first = whole.as_ref().unwrap_or(&observing.first);
+                let _ = observations.send(reading(address, &path, first)).await;
             }
             if observing.first.observe.is_none() {
                 (
@@ -1177,6 +1210,17 @@ async fn observe(
                     match observing.notices.recv().await {
                         Some(Notice::Notification(r)) => {
                             heard.store(now_micros(), Ordering::Relaxed);
+                            // Only a first block: the rest comes with a GET
+                            // (RFC 7959 §2.6), which may be newer still.
+                            let r = match r.partial {
+                                true => {
+                                    match endpoint.request(address, Request::get(&path)).await {
+                                        Ok(whole) if whole.is_success() => whole,
+                                        _ => continue,
+                                    }
+                                }
+                                false => r,
+                            };
                             if observations
                                 .send(reading(address, &path, &r))
                                 .await
