@@ -250,34 +250,40 @@ impl Endpoint {
         &self.counters
     }
 
-    /// Sends a confirmable request and waits for the whole response.
-    pub async fn request(&self, peer: SocketAddr, request: Request) -> Result<Response, CoapError> {
+    /// Hands the task a command and waits for its answer.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, CoapError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Request {
-                peer,
-                request,
-                reply,
-            })
+            .send(command(reply))
             .await
             .map_err(|_| CoapError::Stopped)?;
-        answer.await.map_err(|_| CoapError::Stopped)?
+        answer.await.map_err(|_| CoapError::Stopped)
+    }
+
+    /// Sends a confirmable request and waits for the whole response.
+    pub async fn request(&self, peer: SocketAddr, request: Request) -> Result<Response, CoapError> {
+        self.ask(|reply| Command::Request {
+            peer,
+            request,
+            reply,
+        })
+        .await?
     }
 
     /// Registers an observation of `path` (a confirmable GET with Observe 0).
     pub async fn observe(&self, peer: SocketAddr, path: &str) -> Result<Observing, CoapError> {
         let (notices_tx, notices) = mpsc::channel(NOTICE_QUEUE);
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Observe {
+        let (token, first) = self
+            .ask(|reply| Command::Observe {
                 peer,
                 request: Request::get(path),
                 notices: notices_tx,
                 reply,
             })
-            .await
-            .map_err(|_| CoapError::Stopped)?;
-        let (token, first) = answer.await.map_err(|_| CoapError::Stopped)??;
+            .await??;
         Ok(Observing {
             first,
             notices,
@@ -299,19 +305,15 @@ impl Endpoint {
         window: Duration,
     ) -> Result<Vec<Response>, CoapError> {
         let (replies, mut received) = mpsc::channel(1024);
-        let (sent, was_sent) = oneshot::channel();
-        self.commands
-            .send(Command::Gather {
-                group,
-                via,
-                request,
-                window,
-                replies,
-                sent,
-            })
-            .await
-            .map_err(|_| CoapError::Stopped)?;
-        was_sent.await.map_err(|_| CoapError::Stopped)??;
+        self.ask(|sent| Command::Gather {
+            group,
+            via,
+            request,
+            window,
+            replies,
+            sent,
+        })
+        .await??;
         let mut all = Vec::new();
         while let Some(r) = received.recv().await {
             all.push(r);
@@ -425,23 +427,12 @@ impl Task {
                 request,
                 reply,
             } => {
-                let token = self.token();
-                self.exchanges.insert(
-                    token.clone(),
-                    Exchange {
-                        peer,
-                        any_peer: false,
-                        request,
-                        con: None,
-                        wait_until: None,
-                        kind: Kind::Once {
-                            reply: Some(reply),
-                            body: Vec::new(),
-                            next_block: 0,
-                        },
-                    },
-                );
-                self.send_con(&token, None).await;
+                let kind = Kind::Once {
+                    reply: Some(reply),
+                    body: Vec::new(),
+                    next_block: 0,
+                };
+                self.start_confirmable(peer, request, kind).await;
             }
             Command::Observe {
                 peer,
@@ -449,24 +440,13 @@ impl Task {
                 notices,
                 reply,
             } => {
-                let token = self.token();
-                self.exchanges.insert(
-                    token.clone(),
-                    Exchange {
-                        peer,
-                        any_peer: false,
-                        request,
-                        con: None,
-                        wait_until: None,
-                        kind: Kind::Observe {
-                            reply: Some(reply),
-                            notices,
-                            last: None,
-                            renew_at: None,
-                        },
-                    },
-                );
-                self.send_con(&token, None).await;
+                let kind = Kind::Observe {
+                    reply: Some(reply),
+                    notices,
+                    last: None,
+                    renew_at: None,
+                };
+                self.start_confirmable(peer, request, kind).await;
             }
             Command::Gather {
                 group,
@@ -511,6 +491,21 @@ impl Task {
             }
             Command::Cancel { token } => self.cancel(token).await,
         }
+    }
+
+    /// A new exchange for a confirmable request to one peer, sent at once.
+    async fn start_confirmable(&mut self, peer: SocketAddr, request: Request, kind: Kind) {
+        let token = self.token();
+        let exchange = Exchange {
+            peer,
+            any_peer: false,
+            request,
+            con: None,
+            wait_until: None,
+            kind,
+        };
+        self.exchanges.insert(token.clone(), exchange);
+        self.send_con(&token, None).await;
     }
 
     async fn send_gather(

@@ -27,6 +27,16 @@ async fn endpoint() -> Endpoint {
         .unwrap()
 }
 
+/// A GET in flight, answered by whatever the test's peer does.
+fn ask(
+    ep: &Endpoint,
+    at: SocketAddr,
+    path: &'static str,
+) -> tokio::task::JoinHandle<Result<vigil_coap::Response, CoapError>> {
+    let ep = ep.clone();
+    tokio::spawn(async move { ep.request(at, Request::get(path)).await })
+}
+
 async fn peer() -> (UdpSocket, SocketAddr) {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let a = s.local_addr().unwrap();
@@ -56,10 +66,7 @@ fn reply(to: &Packet, kind: MessageType, mid: u16, payload: &[u8]) -> Vec<u8> {
 async fn a_lost_request_is_sent_again_until_answered() {
     let ep = endpoint().await;
     let (dev, at) = peer().await;
-    let ask = tokio::spawn({
-        let ep = ep.clone();
-        async move { ep.request(at, Request::get("/a")).await }
-    });
+    let ask = ask(&ep, at, "/a");
     // Drop two transmissions; answer the third, piggybacked.
     let (first, _) = recv(&dev).await;
     let (second, _) = recv(&dev).await;
@@ -203,10 +210,7 @@ async fn garbage_and_strangers_get_nothing_or_a_reset_and_the_endpoint_keeps_wor
         (MessageType::Reset, 0x1234)
     );
     // Still answers.
-    let ask = tokio::spawn({
-        let ep = ep.clone();
-        async move { ep.request(at, Request::get("/ok")).await }
-    });
+    let ask = ask(&ep, at, "/ok");
     let (req, from) = recv(&dev).await;
     dev.send_to(
         &reply(
@@ -229,10 +233,7 @@ async fn garbage_and_strangers_get_nothing_or_a_reset_and_the_endpoint_keeps_wor
 async fn a_reset_fails_the_request_in_words() {
     let ep = endpoint().await;
     let (dev, at) = peer().await;
-    let ask = tokio::spawn({
-        let ep = ep.clone();
-        async move { ep.request(at, Request::get("/x")).await }
-    });
+    let ask = ask(&ep, at, "/x");
     let (req, from) = recv(&dev).await;
     let mut rst = Packet::new();
     rst.header.set_type(MessageType::Reset);
@@ -465,10 +466,7 @@ async fn an_observation_is_renewed_when_max_age_runs_out_without_a_notification(
 async fn a_server_that_ignores_block2_requests_is_refused_in_words() {
     let ep = endpoint().await;
     let (dev, at) = peer().await;
-    let ask = tokio::spawn({
-        let ep = ep.clone();
-        async move { ep.request(at, Request::get("/big")).await }
-    });
+    let ask = ask(&ep, at, "/big");
     // Block 0 of several, twice: the second time when asked for block 1.
     for _ in 0..2 {
         let (req, from) = recv(&dev).await;
@@ -493,10 +491,7 @@ async fn a_server_that_ignores_block2_requests_is_refused_in_words() {
 async fn an_ack_carrying_another_tokens_response_leaves_the_request_waiting_then_timing_out() {
     let ep = endpoint().await;
     let (dev, at) = peer().await;
-    let ask = tokio::spawn({
-        let ep = ep.clone();
-        async move { ep.request(at, Request::get("/x")).await }
-    });
+    let ask = ask(&ep, at, "/x");
     let (req, from) = recv(&dev).await;
     let mut wrong = Packet::new();
     wrong.header.set_type(MessageType::Acknowledgement);
