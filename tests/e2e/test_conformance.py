@@ -272,3 +272,27 @@ def test_mqtt5_a_wrong_topic_alias_ends_the_connection_with_0x94(vigil, alias, t
     assert c.disconnected.wait(10), "the server kept the connection"
     assert c.disconnect_rc.value == 0x94, c.disconnect_rc
     vigil.wait_for(lambda: why in vigil.stderr(), what=f"'{why}' in the log")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websockets"])
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_a_subscription_to_dollar_topics_is_granted_and_keeps_the_client(vigil, version, transport):
+    """MQTT Explorer and others subscribe to `$SYS/#` beside `#`. rumqttd
+    alone dropped such a client without a SUBACK (it reconnected forever);
+    the front door grants the filter itself (Vigil publishes no `$` topics,
+    so it stays empty), and the client's other filters work as before."""
+    base = unique("dollar")
+    c = vigil.client(version=VERSIONS[version], transport=transport)
+    rc, mid = c.paho.subscribe([("$SYS/#", 1), (f"{base}/#", 1)])
+    codes = wait_for(lambda: c._suback(mid), 10, what="SUBACK for $SYS/# and the test's filter")
+    assert [code.value for code in codes] == [1, 1]
+    only = vigil.client(version=VERSIONS[version], transport=transport)
+    rc, mid = only.paho.subscribe("$SYS/broker/#", 2)
+    assert [code.value for code in wait_for(lambda: only._suback(mid), 10, what="SUBACK")] == [2]
+    vigil.client().publish_wait(f"{base}/x", b"1", qos=1)
+    assert c.expect_message(timeout=10).payload == b"1"
+    c.paho.unsubscribe("$SYS/#")
+    time.sleep(0.5)
+    vigil.client().publish_wait(f"{base}/y", b"2", qos=1)
+    assert c.expect_message(timeout=10).payload == b"2"
+    assert not c.disconnected.is_set() and not only.disconnected.is_set()

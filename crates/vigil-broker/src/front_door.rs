@@ -1228,17 +1228,15 @@ impl Upstream {
                         }
                     }
                 }
-                packet_type::SUBSCRIBE if self.rights != Rights::All => {
-                    match Subscribe::parse(h.flags, body, self.version) {
-                        Ok(subscribe) => cut = self.check_subscribe(subscribe).await,
-                        Err(e) => {
-                            ends = Some(DisconnectReason::ProtocolError(format!(
-                                "malformed SUBSCRIBE: {e}"
-                            )));
-                            break;
-                        }
+                packet_type::SUBSCRIBE => match Subscribe::parse(h.flags, body, self.version) {
+                    Ok(subscribe) => cut = self.check_subscribe(subscribe).await,
+                    Err(e) => {
+                        ends = Some(DisconnectReason::ProtocolError(format!(
+                            "malformed SUBSCRIBE: {e}"
+                        )));
+                        break;
                     }
-                }
+                },
                 packet_type::DISCONNECT => {
                     // Forward it (the router then sends no will) and stop.
                     at = frame_end;
@@ -1353,7 +1351,8 @@ impl Upstream {
         let _ = self.to_client.send(ToClient::Send(ack)).await;
     }
 
-    /// Takes out of a SUBSCRIBE the filters the client may not have.
+    /// Takes out of a SUBSCRIBE the filters the client may not have, and
+    /// those on `$` topics (granted here).
     /// `None`: forward it as it is; `Some(None)`: all refused, answered
     /// here; `Some(Some(packet))`: forward this one instead, and merge the
     /// refusals into its SUBACK on the way back.
@@ -1362,26 +1361,37 @@ impl Upstream {
             MqttVersion::V5 => NOT_AUTHORIZED,
             MqttVersion::V311 => SUBACK_FAILURE,
         };
+        // A filter on `$` topics (`$SYS/#`, which MQTT Explorer asks for)
+        // is granted here and kept from the router: it has no `$` topics,
+        // and rumqttd drops a client that subscribes to one. Nothing is
+        // published there, so the subscription is true and stays empty.
         let slots: Vec<Option<u8>> = subscribe
             .filters
             .iter()
-            .map(|f| (!self.rights.may_subscribe(&f.filter)).then_some(refused_code))
+            .map(|f| {
+                if f.filter.starts_with('$') {
+                    Some(f.qos())
+                } else {
+                    (!self.rights.may_subscribe(&f.filter)).then_some(refused_code)
+                }
+            })
             .collect();
+        if slots.iter().all(Option::is_none) {
+            return None;
+        }
         let refused: Vec<&str> = subscribe
             .filters
             .iter()
-            .zip(&slots)
-            .filter(|(_, slot)| slot.is_some())
-            .map(|(f, _)| f.filter.as_str())
+            .filter(|f| !f.filter.starts_with('$') && !self.rights.may_subscribe(&f.filter))
+            .map(|f| f.filter.as_str())
             .collect();
-        if refused.is_empty() {
-            return None;
+        if !refused.is_empty() {
+            self.shared
+                .refused_subscriptions
+                .fetch_add(refused.len() as u64, Ordering::Relaxed);
+            tracing::info!(client_id = %self.client_id, "refused subscriptions outside what the client may read: {refused:?}");
         }
-        self.shared
-            .refused_subscriptions
-            .fetch_add(refused.len() as u64, Ordering::Relaxed);
-        tracing::info!(client_id = %self.client_id, "refused subscriptions outside what the client may read: {refused:?}");
-        if refused.len() == slots.len() {
+        if slots.iter().all(Option::is_some) {
             let suback = SubAck {
                 packet_id: subscribe.packet_id,
                 properties_raw: Bytes::new(),
