@@ -355,10 +355,26 @@ enum Internal {
     },
 }
 
+/// The CoAP sockets: IPv4, and IPv6 where the machine has it.
+#[derive(Clone)]
+struct Endpoints {
+    v4: Endpoint,
+    v6: Option<Endpoint>,
+}
+
+impl Endpoints {
+    /// The one that reaches `address`.
+    fn for_address(&self, address: SocketAddr) -> Option<&Endpoint> {
+        match address {
+            SocketAddr::V4(_) => Some(&self.v4),
+            SocketAddr::V6(_) => self.v6.as_ref(),
+        }
+    }
+}
+
 /// The running CoAP side.
 pub(crate) struct Coap {
-    v4: Option<Endpoint>,
-    v6: Option<Endpoint>,
+    endpoints: Endpoints,
     commands: mpsc::Sender<Command>,
     observations: mpsc::Sender<Observation>,
     task: JoinHandle<()>,
@@ -390,10 +406,10 @@ impl Coap {
         };
         let (commands, commanded) = mpsc::channel(64);
         let (internal_tx, internal) = mpsc::channel(1024);
+        let endpoints = Endpoints { v4, v6 };
         let mut service = Service {
             config: config.clone(),
-            v4: Some(v4.clone()),
-            v6: v6.clone(),
+            endpoints: endpoints.clone(),
             observations: observations.clone(),
             internal: internal_tx,
             known: BTreeMap::new(),
@@ -423,8 +439,7 @@ impl Coap {
         }
         let task = tokio::spawn(service.run(commanded, internal));
         Ok(Coap {
-            v4: Some(v4),
-            v6,
+            endpoints,
             commands,
             observations,
             task,
@@ -492,7 +507,9 @@ impl Coap {
                 body.path
             )));
         }
-        let endpoint = self.endpoint_for(address)?;
+        let endpoint = self.endpoints.for_address(address).ok_or_else(|| {
+            EngineError::BadRequest(format!("no CoAP socket for {address}'s address family"))
+        })?;
         let request = Request {
             method: body.method,
             path: body.path.clone(),
@@ -513,16 +530,6 @@ impl Coap {
                 .await;
         }
         Ok(response_view(&response, elapsed_ms))
-    }
-
-    fn endpoint_for(&self, address: SocketAddr) -> Result<&Endpoint, EngineError> {
-        match address {
-            SocketAddr::V4(_) => self.v4.as_ref(),
-            SocketAddr::V6(_) => self.v6.as_ref(),
-        }
-        .ok_or_else(|| {
-            EngineError::BadRequest(format!("no CoAP socket for {address}'s address family"))
-        })
     }
 
     /// Stops probing, discovery and every observation (each is deregistered).
@@ -574,24 +581,28 @@ struct Known {
     observing: BTreeMap<String, JoinHandle<()>>,
     not_observed: BTreeMap<String, String>,
     error: Option<String>,
-    reachable: bool,
     probing: bool,
-    /// Probe at the next tick, whatever the time since the last answer.
-    probe_due: bool,
     /// When a failed probe ended (µs; 0: none since the last answer): the
     /// next waits a whole interval, not the next tick.
     failed_at: i64,
-    /// Probe then, to register observations that ended (µs).
+    /// Probe then, whatever the time since the last answer (µs): at once for
+    /// a device just known, later to register observations that ended.
     retry_at: Option<i64>,
     /// The last answer (a probe or a notification), µs; shared with the observations.
     heard: Arc<AtomicI64>,
     last_answer: Option<Micros>,
 }
 
+impl Known {
+    /// Whether it answered (or notified) since the last failed probe, this run.
+    fn reachable(&self) -> bool {
+        self.heard.load(Ordering::Relaxed) > self.failed_at
+    }
+}
+
 struct Service {
     config: CoapConfig,
-    v4: Option<Endpoint>,
-    v6: Option<Endpoint>,
+    endpoints: Endpoints,
     observations: mpsc::Sender<Observation>,
     internal: mpsc::Sender<Internal>,
     known: BTreeMap<SocketAddr, Known>,
@@ -620,21 +631,16 @@ impl Service {
             observing: BTreeMap::new(),
             not_observed: BTreeMap::new(),
             error: None,
-            reachable: false,
             probing: false,
-            probe_due: true,
             failed_at: 0,
-            retry_at: None,
+            retry_at: Some(0),
             heard: Arc::new(AtomicI64::new(0)),
             last_answer: None,
         })
     }
 
     fn endpoint(&self, address: SocketAddr) -> Option<Endpoint> {
-        match address {
-            SocketAddr::V4(_) => self.v4.clone(),
-            SocketAddr::V6(_) => self.v6.clone(),
-        }
+        self.endpoints.for_address(address).cloned()
     }
 
     async fn run(
@@ -696,7 +702,7 @@ impl Service {
 
     fn counters(&self) -> CoapCounters {
         let mut sum = CoapCounters::default();
-        for endpoint in self.v4.iter().chain(self.v6.iter()) {
+        for endpoint in std::iter::once(&self.endpoints.v4).chain(&self.endpoints.v6) {
             let c = endpoint.counters();
             let read = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
             sum.malformed += read(&c.malformed);
@@ -723,7 +729,7 @@ impl Service {
                 .map(|(p, why)| (p.clone(), why.clone()))
                 .collect(),
             error: k.error.clone(),
-            reachable: k.reachable || k.heard.load(Ordering::Relaxed) > k.failed_at,
+            reachable: k.reachable(),
             last_answer_at: match k.heard.load(Ordering::Relaxed) {
                 0 => k.last_answer,
                 micros => Some(micros),
@@ -739,8 +745,7 @@ impl Service {
             .iter()
             .filter(|(_, k)| {
                 !k.probing
-                    && (k.probe_due
-                        || k.retry_at.is_some_and(|at| now >= at)
+                    && (k.retry_at.is_some_and(|at| now >= at)
                         || (now - k.heard.load(Ordering::Relaxed) >= every
                             && now - k.failed_at >= every))
             })
@@ -777,7 +782,6 @@ impl Service {
                 return;
             }
             k.probing = true;
-            k.probe_due = false;
             k.retry_at = None;
         }
         let internal = self.internal.clone();
@@ -818,15 +822,21 @@ impl Service {
         if interfaces.is_empty() && errors.is_empty() {
             errors.push("no interface is up with multicast: nothing to search".into());
         }
-        let (v4, v6) = (self.v4.clone(), self.v6.clone());
+        let endpoints = self.endpoints.clone();
         let ports = self.config.ports.clone();
         let window = Duration::from_secs_f64(self.config.discovery_window_s);
         let internal = self.internal.clone();
         self.round_running = true;
         let at = now_micros();
         tokio::spawn(async move {
-            let round =
-                discovery::discover(v4.as_ref(), v6.as_ref(), &interfaces, &ports, window).await;
+            let round = discovery::discover(
+                Some(&endpoints.v4),
+                endpoints.v6.as_ref(),
+                &interfaces,
+                &ports,
+                window,
+            )
+            .await;
             errors.extend(round.errors);
             let view = DiscoveryView {
                 at,
@@ -882,11 +892,11 @@ impl Service {
                             let _ = reply.send(Err(e.to_string()));
                         }
                         if let Some(k) = self.known.get_mut(&address) {
-                            let was = std::mem::replace(&mut k.reachable, false);
                             k.error = Some(e.to_string());
                             // Probe again after the usual wait, not at once.
                             k.failed_at = now_micros();
-                            if was || k.last_answer.is_some() {
+                            // A device that never answered is not one yet.
+                            if k.last_answer.is_some() {
                                 self.send(
                                     address,
                                     CoapWhat::Unreachable {
@@ -1033,7 +1043,7 @@ impl Service {
         let internal = self.internal.clone();
         let known = self.known_mut(address, found_by);
         let alive = known.observing.values().all(|task| task.is_finished());
-        if !std::mem::replace(&mut known.reachable, true) {
+        if !known.reachable() {
             // Back after silence (or first heard this run): a device that
             // restarted has forgotten its observers, so register again.
             for (_, task) in std::mem::take(&mut known.observing) {
