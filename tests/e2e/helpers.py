@@ -215,6 +215,7 @@ class Received:
     qos: int
     retain: bool
     properties: Any
+    mid: int = 0
     at: float = field(default_factory=time.monotonic)
 
 
@@ -226,8 +227,10 @@ class Client:
 
     def __init__(self, port: int, *, version: int = V311, transport: str = "tcp",
                  client_id: str | None = None, keepalive: int = 30, ws_path: str = "/mqtt",
-                 will: dict | None = None, clean: bool = True, max_inflight: int | None = None):
+                 will: dict | None = None, clean: bool = True, max_inflight: int | None = None,
+                 connect_properties: Properties | None = None):
         self.port = port
+        self.connect_properties = connect_properties
         self.version = version
         self.client_id = client_id or unique("c")
         self.keepalive = keepalive
@@ -278,7 +281,7 @@ class Client:
 
     def _on_message(self, client, userdata, msg):
         r = Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain),
-                     getattr(msg, "properties", None))
+                     getattr(msg, "properties", None), mid=msg.mid)
         with self.lock:
             self.received.append(r)
         self.messages.put(r)
@@ -296,6 +299,7 @@ class Client:
         kwargs: dict = {}
         if self.version == V5:
             kwargs["clean_start"] = self.clean
+            kwargs["properties"] = self.connect_properties
         self.paho.connect(host, self.port, keepalive=self.keepalive, **kwargs)
         self.paho.loop_start()
         if not self.connected.wait(timeout):
@@ -397,11 +401,12 @@ def _str(s: str) -> bytes:
     return struct.pack("!H", len(data)) + data
 
 
-def connect_packet(client_id: str, keepalive: int = 30, version: int = 4) -> bytes:
-    """A minimal CONNECT (clean session, no will, no credentials)."""
+def connect_packet(client_id: str, keepalive: int = 30, version: int = 4, properties: bytes = b"") -> bytes:
+    """A minimal CONNECT (clean session, no will, no credentials); MQTT 5
+    with `properties` (encoded, without their length)."""
     var = _str("MQTT") + bytes([version, 0x02]) + struct.pack("!H", keepalive)
     if version == 5:
-        var += b"\x00"  # no properties
+        var += _varint(len(properties)) + properties
     body = var + _str(client_id)
     return b"\x10" + _varint(len(body)) + body
 
@@ -413,15 +418,42 @@ def publish_packet(topic: str, payload: bytes, version: int = 4) -> bytes:
 
 
 def raw_connect(port: int, client_id: str, keepalive: int = 30, version: int = 4,
-                timeout: float = 5.0) -> socket.socket:
+                timeout: float = 5.0, properties: bytes = b"") -> socket.socket:
     """Opens a TCP connection, sends CONNECT and checks the CONNACK says yes."""
     sock = socket.create_connection((HOST, port), timeout=timeout)
-    sock.sendall(connect_packet(client_id, keepalive, version))
+    sock.sendall(connect_packet(client_id, keepalive, version, properties))
     head = recv_exact(sock, 2)
     assert head[0] == 0x20, f"expected CONNACK, got {head!r}"
     rest = recv_exact(sock, head[1])
     assert rest[1] == 0, f"CONNACK refused: {rest!r}"
     return sock
+
+
+def subscribe_packet(packet_id: int, topic_filter: str, options: int, version: int = 4) -> bytes:
+    """A SUBSCRIBE for one filter; `options` is the QoS (and, MQTT 5, the
+    subscription option bits)."""
+    body = struct.pack("!H", packet_id) + (b"\x00" if version == 5 else b"") + _str(topic_filter) + bytes([options])
+    return b"\x82" + _varint(len(body)) + body
+
+
+def recv_packet(sock: socket.socket, timeout: float) -> tuple[int, int, bytes] | None:
+    """One whole packet as (type, flags, body), or None if none starts within `timeout`."""
+    sock.settimeout(timeout)
+    try:
+        first = sock.recv(1)
+    except socket.timeout:
+        return None
+    if not first:
+        raise AssertionError("the server closed the connection")
+    sock.settimeout(10)
+    length, shift = 0, 0
+    while True:
+        b = recv_exact(sock, 1)[0]
+        length |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    return first[0] >> 4, first[0] & 0x0F, recv_exact(sock, length)
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -229,6 +229,8 @@ def test_bad_requests_give_json_errors(vigil):
     _assert_json_error(vigil.http("POST", "/api/publish", {"payload": "no topic"}), (400, 422), "no topic")
     _assert_json_error(vigil.http("POST", "/api/publish", {"topic": "a/#", "payload": "x"}), (400, 422),
                        "wildcard topic")
+    _assert_json_error(vigil.http("POST", "/api/publish", {"topic": "$SYS/x", "payload": "x"}), (400, 422),
+                       "$ topic (the server's, MQTT 4.7.2)")
     _assert_json_error(vigil.http("POST", "/api/publish", {"topic": "a/b", "payload": "x", "qos": 3}),
                        (400, 422), "qos 3")
     _assert_json_error(vigil.http("POST", "/api/publish", {"topic": "a/b", "payload_base64": "***"}),

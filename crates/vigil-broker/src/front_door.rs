@@ -16,7 +16,7 @@
 //! byte for byte. The connection's end, with its reason, and the client's will
 //! (when MQTT says it is sent) are observations too.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,10 +38,11 @@ use vigil_core::{
 
 use crate::acl::Rights;
 use crate::codec::{
-    self, packet_type, publish_ack, ConnAck, Connect, FrameHeader, Publish, Refusal, SubAck,
-    Subscribe,
+    self, packet_type, publish_ack, publish_packet_id, ConnAck, Connect, FrameHeader, Publish,
+    Refusal, SubAck, Subscribe,
 };
 use crate::config::BrokerConfig;
+use crate::deliveries::{Deliveries, Route};
 use crate::error::BrokerError;
 use crate::gate::{Denial, FailedLogins, Gate, Login, LoopbackOnly, Verdict};
 use crate::router::{Router, INTERNAL_USER};
@@ -74,6 +75,8 @@ const UPSTREAM_GRACE: Duration = Duration::from_millis(100);
 const PACKET_OVERHEAD: usize = 64 * 1024 + 1024;
 /// MQTT 5 reason code "Not authorized".
 const NOT_AUTHORIZED: u8 = 0x87;
+/// MQTT 5 reason code "No matching subscribers" (a success).
+const NO_SUBSCRIBERS: u8 = 0x10;
 /// MQTT 3.1.1 SUBACK return code "Failure".
 const SUBACK_FAILURE: u8 = 0x80;
 /// How many topic aliases an MQTT 5 client may set on one connection (the
@@ -126,6 +129,11 @@ impl Publisher {
         if topic.is_empty() || topic.contains(['+', '#', '\0']) {
             return Err(format!(
                 "'{topic}' is not a topic one can publish to (empty, or has + # or NUL)"
+            ));
+        }
+        if topic.starts_with('$') {
+            return Err(format!(
+                "'{topic}' starts with $: such topics are the server's (MQTT 4.7.2), and no subscriber would get it"
             ));
         }
         if payload.len() > self.shared.config.max_payload {
@@ -609,10 +617,17 @@ async fn serve_client(
     shared.connected.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(client_id, %peer, ?transport, ?version, "client connected");
 
+    let limits = match version {
+        MqttVersion::V5 => connect.properties_v5().unwrap_or_default(),
+        MqttVersion::V311 => Default::default(),
+    };
     let link = Arc::new(Link {
         injected_pings: AtomicU32::new(0),
         version,
         pending_subacks: std::sync::Mutex::new(HashMap::new()),
+        deliveries: Deliveries::new(version),
+        maximum_packet_size: limits.maximum_packet_size.map(|m| m as usize),
+        receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
     });
     let (to_client, to_client_rx) = mpsc::channel::<ToClient>(64);
     let upstream = Upstream {
@@ -626,7 +641,7 @@ async fn serve_client(
         keepalive: connect.keepalive,
         rights,
         to_client: to_client.clone(),
-        refused_qos2: HashSet::new(),
+        answered_qos2: HashSet::new(),
         topic_aliases: Vec::new(),
     };
     let mut up = tokio::spawn(upstream.run());
@@ -645,7 +660,15 @@ async fn serve_client(
         // reason (dropped, keepalive, ...) is the true one, not the
         // router's close that followed it.
         biased;
-        r = &mut up => r.unwrap_or((DisconnectReason::Dropped, None)),
+        r = &mut up => match r {
+            // Only after a DISCONNECT does the router close first; otherwise
+            // its half is closed now.
+            Ok((reason, writer)) => {
+                let writer = (reason == DisconnectReason::Clean).then_some(writer);
+                (reason, writer)
+            }
+            Err(_) => (DisconnectReason::Dropped, None),
+        },
         r = &mut down => {
             let closed = r.map_or(DisconnectReason::Dropped, |(reason, _)| reason);
             // The router closes as soon as it reads a client's DISCONNECT,
@@ -659,7 +682,9 @@ async fn serve_client(
                 _ => None,
             };
             match upstream {
-                Some(Ok((DisconnectReason::Clean, writer))) => (DisconnectReason::Clean, writer),
+                Some(Ok((DisconnectReason::Clean, writer))) => {
+                    (DisconnectReason::Clean, Some(writer))
+                }
                 _ => {
                     up.abort();
                     (closed, None)
@@ -981,6 +1006,15 @@ async fn hand_to_router(
         inner.protocol_name = "MQTT".to_owned();
     }
     inner.client_id = client_id.to_owned();
+    // A will on a `$` topic could reach no subscriber (MQTT 4.7.2) but the
+    // router would deliver it to `#`; the front door records it all the same.
+    if inner
+        .will
+        .as_ref()
+        .is_some_and(|w| w.topic.starts_with('$'))
+    {
+        inner.will = None;
+    }
     inner.keepalive = ROUTER_KEEPALIVE;
     inner.username = Some(INTERNAL_USER.to_owned());
     inner.password = Some(Bytes::copy_from_slice(secret.as_bytes()));
@@ -1031,9 +1065,85 @@ struct Link {
     /// per original filter, `None` where the router's code goes, or the
     /// refusal code.
     pending_subacks: std::sync::Mutex<HashMap<u16, Vec<Option<u8>>>>,
+    /// The router's QoS 1 and 2 messages to the client, and their answers.
+    deliveries: Deliveries,
+    /// MQTT 5: the largest packet the client takes (its CONNECT says).
+    maximum_packet_size: Option<usize>,
+    /// MQTT 5: how many QoS 1 and 2 messages the client takes unfinished
+    /// (its CONNECT says; 65,535 when it does not).
+    receive_maximum: usize,
+}
+
+/// What becomes of a packet from the router.
+enum Fate {
+    /// It goes to the client as it is.
+    Forward,
+    /// It does not (a PINGRESP for the front door's own PINGREQ, a message
+    /// over the client's Maximum Packet Size, a PUBREL the front door
+    /// answers).
+    Drop,
+    /// These bytes go instead.
+    Replace(Bytes),
+    /// It waits until the client has room (MQTT 5 Receive Maximum).
+    Hold,
 }
 
 impl Link {
+    /// Decides what becomes of `packet` (with header `h`) from the router;
+    /// `holding`: earlier messages wait for room.
+    fn fate(&self, h: &FrameHeader, packet: &[u8], holding: bool) -> Fate {
+        let body = &packet[h.header_len..];
+        match h.packet_type {
+            packet_type::PUBLISH => {
+                let qos = (h.flags >> 1) & 0b11;
+                let packet_id = (qos > 0).then(|| publish_packet_id(body)).flatten();
+                if self
+                    .maximum_packet_size
+                    .is_some_and(|max| packet.len() > max)
+                {
+                    // MQTT 5 [MQTT-3.1.2-25]: discard it, and behave as if
+                    // it had been sent.
+                    tracing::debug!(
+                        bytes = packet.len(),
+                        "kept a message from a client whose Maximum Packet Size is smaller"
+                    );
+                    if let Some(id) = packet_id {
+                        self.deliveries.settle_here(id, qos);
+                    }
+                    return Fate::Drop;
+                }
+                let Some(id) = packet_id else {
+                    return Fate::Forward;
+                };
+                self.deliveries.awaited(id);
+                if !holding && self.deliveries.try_send(self.receive_maximum) {
+                    Fate::Forward
+                } else {
+                    Fate::Hold
+                }
+            }
+            packet_type::PUBREL => match body.get(..2) {
+                Some(id)
+                    if self
+                        .deliveries
+                        .release_here(u16::from_be_bytes([id[0], id[1]])) =>
+                {
+                    Fate::Drop
+                }
+                _ => Fate::Forward,
+            },
+            packet_type::PINGRESP if self.injected_pings.load(Ordering::Acquire) > 0 => {
+                self.injected_pings.fetch_sub(1, Ordering::AcqRel);
+                Fate::Drop
+            }
+            packet_type::SUBACK => match self.merge_suback(body) {
+                Some(merged) => Fate::Replace(merged),
+                None => Fate::Forward,
+            },
+            _ => Fate::Forward,
+        }
+    }
+
     /// The router's SUBACK (body) with the refusals put back in, if it
     /// answers a SUBSCRIBE that had some filters cut.
     fn merge_suback(&self, body: &[u8]) -> Option<Bytes> {
@@ -1076,21 +1186,22 @@ struct Upstream {
     rights: Rights,
     /// For the acknowledgements of what the rights refuse.
     to_client: mpsc::Sender<ToClient>,
-    /// QoS 2 PUBLISHes refused and answered with PUBREC: their PUBREL is
-    /// answered here too, not by the router.
-    refused_qos2: HashSet<u16>,
+    /// QoS 2 PUBLISHes answered here with PUBREC (refused, or kept from the
+    /// router): their PUBREL is answered here too.
+    answered_qos2: HashSet<u16>,
     /// MQTT 5 topic aliases the client set: alias `n` at `n - 1`.
     topic_aliases: Vec<Option<String>>,
 }
 
 impl Upstream {
-    /// Pumps until the connection ends. After a clean DISCONNECT it also
-    /// returns its half of the router connection, still open: see
-    /// [`ROUTER_CLOSE_WAIT`] for why the router must close first.
-    async fn run(mut self) -> (DisconnectReason, Option<OwnedWriteHalf>) {
+    /// Pumps until the connection ends. Returns why, and its half of the
+    /// router connection, still open: after a clean DISCONNECT the router
+    /// must close first (see [`ROUTER_CLOSE_WAIT`]); otherwise closing it
+    /// here would let the router's close race this task's own end, and a
+    /// client that vanished could be reported as closed by the broker.
+    async fn run(mut self) -> (DisconnectReason, OwnedWriteHalf) {
         let reason = self.pump().await;
-        let router = (reason == DisconnectReason::Clean).then_some(self.router);
-        (reason, router)
+        (reason, self.router)
     }
 
     async fn pump(&mut self) -> DisconnectReason {
@@ -1121,6 +1232,13 @@ impl Upstream {
                     }
                     Err(_) => return DisconnectReason::Dropped,
                 },
+                _ = self.link.deliveries.ready.notified() => {
+                    if let Some(due) = self.link.deliveries.take_ready() {
+                        if let Err(reason) = self.forward(&due).await {
+                            return reason;
+                        }
+                    }
+                }
                 _ = &mut expiry => return DisconnectReason::KeepaliveTimeout,
                 _ = &mut router_ping => {
                     self.link.injected_pings.fetch_add(1, Ordering::AcqRel);
@@ -1209,19 +1327,44 @@ impl Upstream {
                         // message: record it once.
                         let first = publish.qos != 2
                             || publish.packet_id.is_none_or(|id| pending_qos2.insert(id));
+                        // MQTT 4.7.2: a topic starting with `$` matches no
+                        // filter starting with a wildcard, and filters on `$`
+                        // topics never reach the router (`check_subscribe`):
+                        // no subscriber can be owed it. It is recorded and
+                        // answered here, and kept from the router, which
+                        // would deliver it to `#`.
+                        let reserved = publish.topic.starts_with('$');
+                        let answer = reserved.then_some((publish.qos, publish.packet_id));
                         if first {
                             self.observe(publish).await?;
                         }
-                        if written_out.is_some() {
+                        if let Some((qos, packet_id)) = answer {
+                            self.answer_unrouted(qos, packet_id).await;
+                            cut = Some(None);
+                        } else if written_out.is_some() {
                             cut = Some(written_out);
                         }
                     }
                 },
+                packet_type::PUBACK | packet_type::PUBREC | packet_type::PUBCOMP => {
+                    if let Some(id) = chunk.get(at + h.header_len..at + h.header_len + 2) {
+                        let id = u16::from_be_bytes([id[0], id[1]]);
+                        let answer = &chunk[at..frame_end];
+                        match self
+                            .link
+                            .deliveries
+                            .client_answered(h.packet_type, id, answer)
+                        {
+                            Route::AsItIs => {}
+                            Route::Instead(due) => cut = Some((!due.is_empty()).then_some(due)),
+                        }
+                    }
+                }
                 packet_type::PUBREL => {
                     if let Some(id) = chunk.get(at + h.header_len..at + h.header_len + 2) {
                         let id = u16::from_be_bytes([id[0], id[1]]);
                         pending_qos2.remove(&id);
-                        if self.refused_qos2.remove(&id) {
+                        if self.answered_qos2.remove(&id) {
                             let pubcomp = publish_ack(packet_type::PUBCOMP, id, 0, self.version);
                             let _ = self.to_client.send(ToClient::Send(pubcomp)).await;
                             cut = Some(None);
@@ -1342,9 +1485,24 @@ impl Upstream {
             (1, Some(id)) => publish_ack(packet_type::PUBACK, id, NOT_AUTHORIZED, self.version),
             (2, Some(id)) => {
                 if self.version == MqttVersion::V311 {
-                    self.refused_qos2.insert(id);
+                    self.answered_qos2.insert(id);
                 }
                 publish_ack(packet_type::PUBREC, id, NOT_AUTHORIZED, self.version)
+            }
+            _ => return,
+        };
+        let _ = self.to_client.send(ToClient::Send(ack)).await;
+    }
+
+    /// Acknowledges a PUBLISH the front door accepted and kept from the
+    /// router because nobody subscribes to it (MQTT 5: "no matching
+    /// subscribers", a success).
+    async fn answer_unrouted(&mut self, qos: u8, packet_id: Option<u16>) {
+        let ack = match (qos, packet_id) {
+            (1, Some(id)) => publish_ack(packet_type::PUBACK, id, NO_SUBSCRIBERS, self.version),
+            (2, Some(id)) => {
+                self.answered_qos2.insert(id);
+                publish_ack(packet_type::PUBREC, id, NO_SUBSCRIBERS, self.version)
             }
             _ => return,
         };
@@ -1473,30 +1631,25 @@ async fn forward_down(
 ) -> DisconnectReason {
     let mut buf = BytesMut::new();
     buf.extend_from_slice(&leftover);
+    // QoS 1 and 2 messages waiting for the client to have room, in order.
+    let mut held: VecDeque<Bytes> = VecDeque::new();
     loop {
-        // Forward what is complete.
+        // Forward what is complete, up to the first packet that is not
+        // forwarded as it is.
         let mut end = 0;
-        // A packet not to forward as it is: its length, and what goes instead.
-        let mut cut: Option<(usize, Option<Bytes>)> = None;
+        let mut other = None;
         while let Ok(Some(h)) = codec::parse_frame_header(&buf[end..]) {
-            if end + h.total_len() > buf.len() {
+            let len = h.total_len();
+            if end + len > buf.len() {
                 break;
             }
-            if h.packet_type == packet_type::PINGRESP
-                && link.injected_pings.load(Ordering::Acquire) > 0
-            {
-                link.injected_pings.fetch_sub(1, Ordering::AcqRel);
-                cut = Some((h.total_len(), None));
-                break;
-            }
-            if h.packet_type == packet_type::SUBACK {
-                let body = &buf[end + h.header_len..end + h.total_len()];
-                if let Some(merged) = link.merge_suback(body) {
-                    cut = Some((h.total_len(), Some(merged)));
+            match link.fate(&h, &buf[end..end + len], !held.is_empty()) {
+                Fate::Forward => end += len,
+                fate => {
+                    other = Some((len, fate));
                     break;
                 }
             }
-            end += h.total_len();
         }
         if end > 0 {
             let chunk = buf.split_to(end).freeze();
@@ -1504,12 +1657,19 @@ async fn forward_down(
                 return DisconnectReason::Dropped;
             }
         }
-        if let Some((len, instead)) = cut {
-            buf.advance(len);
-            if let Some(instead) = instead {
-                if client.write(instead).await.is_err() {
-                    return DisconnectReason::Dropped;
+        if let Some((len, fate)) = other {
+            let packet = buf.split_to(len).freeze();
+            let sent = match fate {
+                Fate::Forward => client.write(packet).await,
+                Fate::Replace(instead) => client.write(instead).await,
+                Fate::Hold => {
+                    held.push_back(packet);
+                    Ok(())
                 }
+                Fate::Drop => Ok(()),
+            };
+            if sent.is_err() {
+                return DisconnectReason::Dropped;
             }
             continue;
         }
@@ -1522,6 +1682,14 @@ async fn forward_down(
                 }
                 Ok(_) => {}
             },
+            _ = link.deliveries.room.notified(), if !held.is_empty() => {
+                while !held.is_empty() && link.deliveries.try_send(link.receive_maximum) {
+                    let Some(packet) = held.pop_front() else { break };
+                    if client.write(packet).await.is_err() {
+                        return DisconnectReason::Dropped;
+                    }
+                }
+            }
             command = commands.recv() => match command {
                 Some(ToClient::Send(packet)) => {
                     if client.write(packet).await.is_err() {

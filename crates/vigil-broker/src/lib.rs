@@ -23,6 +23,7 @@
 pub mod acl;
 pub mod codec;
 mod config;
+mod deliveries;
 mod error;
 mod front_door;
 mod gate;

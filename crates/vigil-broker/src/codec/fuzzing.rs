@@ -8,9 +8,9 @@ use bytes::{Bytes, BytesMut};
 use vigil_core::MqttVersion;
 
 use super::{
-    disconnect_reason, next_frame, parse_frame_header, property_id, split_property_block,
-    valid_topic_filter, without_property, ConnAck, Connect, Disconnect, FrameHeader, Properties,
-    Publish, SubAck, Subscribe,
+    disconnect_reason, next_frame, parse_frame_header, property_id, publish_packet_id,
+    split_property_block, valid_topic_filter, without_property, ConnAck, Connect, Disconnect,
+    FrameHeader, Properties, Publish, SubAck, Subscribe,
 };
 
 const VERSIONS: [MqttVersion; 2] = [MqttVersion::V311, MqttVersion::V5];
@@ -165,6 +165,9 @@ fn check_connect(c: &Connect, body: &Bytes) {
 }
 
 fn check_publish(p: &Publish, version: MqttVersion, body: &Bytes) {
+    // The downstream path reads the packet id without parsing: it must
+    // agree with the parser.
+    assert_eq!(publish_packet_id(body).filter(|_| p.qos > 0), p.packet_id);
     let mut out = BytesMut::new();
     p.encode(version, &mut out);
     let h = header_of(&out, 3);

@@ -66,7 +66,7 @@ pub use properties::{
     property_id, property_name, split_property_block, without_property, Properties, Property,
     PropertyValue,
 };
-pub use publish::{Publish, PublishProperties};
+pub use publish::{publish_packet_id, Publish, PublishProperties};
 pub use subscribe::{valid_topic_filter, Subscribe, SubscribeProperties, SubscriptionFilter};
 
 /// A whole PINGREQ packet, as the front door sends it to the router on a

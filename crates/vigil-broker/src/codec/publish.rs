@@ -236,6 +236,14 @@ fn protocol_error(reason: &'static str) -> CodecError {
     }
 }
 
+/// The packet id of a QoS 1 or 2 PUBLISH, read from its body (after the
+/// topic) without parsing the rest; `None` if the body is too short.
+pub fn publish_packet_id(body: &[u8]) -> Option<u16> {
+    let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    let id = body.get(2 + topic_len..4 + topic_len)?;
+    Some(u16::from_be_bytes([id[0], id[1]]))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
