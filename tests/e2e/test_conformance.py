@@ -406,3 +406,75 @@ def test_mqtt5_the_client_gets_no_more_unfinished_messages_than_its_receive_maxi
     assert [m.payload for m in sub.received] == [str(i).encode() for i in range(6)]
     assert not sub.disconnected.is_set()
 
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websockets"])
+def test_mqtt5_subscription_identifiers_come_back_with_the_messages_they_matched(vigil, transport):
+    """MQTT 5 section 3.8.2.1.2 and [MQTT-3.3.4-3, -4, -5]: a message sent
+    because of a subscription with an identifier carries that identifier; with
+    overlapping subscriptions the server may send one copy per subscription,
+    each with its own; a subscription without one adds none."""
+    topic = unique("subid")
+    sub = vigil.client(version=V5, transport=transport)
+    for topic_filter, ident in ((f"{topic}/#", 7), (f"{topic}/a", 9)):
+        props = Properties(PacketTypes.SUBSCRIBE)
+        props.SubscriptionIdentifier = ident
+        rc, mid = sub.paho.subscribe(topic_filter, qos=1, properties=props)
+        wait_for(lambda: sub._suback(mid), 10, what=f"SUBACK for {topic_filter}")
+    plain = vigil.client(version=V5, transport=transport)
+    plain.subscribe(f"{topic}/#", qos=1)
+    vigil.client().publish_wait(f"{topic}/a", b"both", qos=1)
+    vigil.client().publish_wait(f"{topic}/b", b"one", qos=1)
+    wait_for(lambda: len(sub.received) >= 3, 10, what="a copy per matching subscription")
+    time.sleep(0.3)
+    ids = lambda m: sorted(getattr(m.properties, "SubscriptionIdentifier", []) or [])
+    both = [ids(m) for m in sub.messages_on(f"{topic}/a")]
+    assert sorted(sum(both, [])) == [7, 9] and all(both), both
+    assert [ids(m) for m in sub.messages_on(f"{topic}/b")] == [[7]]
+    plain.expect_message(timeout=10, topic=f"{topic}/a")
+    assert all(ids(m) == [] for m in plain.received), [ids(m) for m in plain.received]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websockets"])
+def test_mqtt5_publish_properties_reach_the_subscriber_unchanged(vigil, transport):
+    """MQTT 5 [MQTT-3.3.2-4] (payload format indicator), [MQTT-3.3.2-20]
+    (content type), response topic and correlation data (request/response,
+    section 4.10), user properties in order [MQTT-3.3.2-18]: the server passes
+    them to the subscriber unaltered."""
+    topic = unique("props")
+    sub = vigil.client(version=V5, transport=transport)
+    sub.subscribe(topic, qos=1)
+    props = Properties(PacketTypes.PUBLISH)
+    props.PayloadFormatIndicator = 1
+    props.ContentType = "application/json"
+    props.ResponseTopic = f"{topic}/reply"
+    props.CorrelationData = b"\x00\x01req-42"
+    props.UserProperty = [("b", "2"), ("a", "1"), ("a", "0")]
+    vigil.client(version=V5, transport=transport).publish_wait(topic, b'{"x": 1}', qos=1, properties=props)
+    got = sub.expect_message(timeout=10, topic=topic).properties
+    assert got.PayloadFormatIndicator == 1
+    assert got.ContentType == "application/json"
+    assert got.ResponseTopic == f"{topic}/reply"
+    assert got.CorrelationData == b"\x00\x01req-42"
+    assert got.UserProperty == [("b", "2"), ("a", "1"), ("a", "0")]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websockets"])
+def test_mqtt5_a_shared_subscription_gets_each_message_once_across_its_group(vigil, transport):
+    """MQTT 5 section 4.8.2: `$share/<group>/<filter>` is a shared
+    subscription (not a `$` topic): each matching message goes to one member
+    of the group, and a plain subscriber still gets them all."""
+    topic = unique("shared")
+    members = [vigil.client(version=V5, transport=transport) for _ in range(2)]
+    for m in members:
+        m.subscribe(f"$share/workers/{topic}/#", qos=1)
+    everyone = vigil.client(version=V5, transport=transport)
+    everyone.subscribe(f"{topic}/#", qos=1)
+    pub = vigil.client()
+    for i in range(10):
+        pub.publish_wait(f"{topic}/job", str(i).encode(), qos=1)
+    wait_for(lambda: len(everyone.received) >= 10, 10, what="all 10 at the plain subscriber")
+    wait_for(lambda: sum(len(m.received) for m in members) >= 10, 10, what="10 across the group")
+    time.sleep(0.3)
+    shared = sorted(int(r.payload) for m in members for r in m.received)
+    assert shared == list(range(10)), shared

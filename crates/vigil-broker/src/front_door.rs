@@ -39,7 +39,7 @@ use vigil_core::{
 use crate::acl::Rights;
 use crate::codec::{
     self, packet_type, publish_ack, publish_packet_id, ConnAck, Connect, FrameHeader, Publish,
-    Refusal, SubAck, Subscribe,
+    Refusal, SubAck, Subscribe, SubscriptionFilter,
 };
 use crate::config::BrokerConfig;
 use crate::deliveries::{Deliveries, Route};
@@ -1523,14 +1523,22 @@ impl Upstream {
         // is granted here and kept from the router: it has no `$` topics,
         // and rumqttd drops a client that subscribes to one. Nothing is
         // published there, so the subscription is true and stays empty.
+        // A shared subscription (`$share/<group>/<filter>`) is the router's,
+        // with the rights of its filter.
+        let refused_here = |f: &SubscriptionFilter| match shared_subscription(&f.filter) {
+            Some(filter) => !self.rights.may_subscribe(filter),
+            None => !f.filter.starts_with('$') && !self.rights.may_subscribe(&f.filter),
+        };
         let slots: Vec<Option<u8>> = subscribe
             .filters
             .iter()
             .map(|f| {
-                if f.filter.starts_with('$') {
+                if refused_here(f) {
+                    Some(refused_code)
+                } else if f.filter.starts_with('$') && shared_subscription(&f.filter).is_none() {
                     Some(f.qos())
                 } else {
-                    (!self.rights.may_subscribe(&f.filter)).then_some(refused_code)
+                    None
                 }
             })
             .collect();
@@ -1540,7 +1548,7 @@ impl Upstream {
         let refused: Vec<&str> = subscribe
             .filters
             .iter()
-            .filter(|f| !f.filter.starts_with('$') && !self.rights.may_subscribe(&f.filter))
+            .filter(|f| refused_here(f))
             .map(|f| f.filter.as_str())
             .collect();
         if !refused.is_empty() {
@@ -1606,6 +1614,14 @@ impl Upstream {
             .await
             .map_err(|_| DisconnectReason::ServerClosed("Vigil is stopping".into()))
     }
+}
+
+/// The topic filter of a shared subscription (`$share/<group>/<filter>`,
+/// MQTT 5 section 4.8.2), or `None` if `filter` is not one.
+fn shared_subscription(filter: &str) -> Option<&str> {
+    let rest = filter.strip_prefix("$share/")?;
+    let (group, filter) = rest.split_once('/')?;
+    (!group.is_empty() && !filter.is_empty()).then_some(filter)
 }
 
 /// Router → client. Forwards whole packets, minus the PINGRESPs that answer
