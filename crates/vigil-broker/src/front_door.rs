@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +77,11 @@ const PACKET_OVERHEAD: usize = 64 * 1024 + 1024;
 const NOT_AUTHORIZED: u8 = 0x87;
 /// MQTT 5 reason code "No matching subscribers" (a success).
 const NO_SUBSCRIBERS: u8 = 0x10;
+/// The user property that names the publisher on the PUBLISHes of an MQTT 5
+/// client with a No Local subscription, between the front door and the
+/// router; it is taken off before any client sees the message (and off any
+/// PUBLISH a client sends with it).
+const ORIGIN: &str = "vigil-front-door-origin";
 /// MQTT 3.1.1 SUBACK return code "Failure".
 const SUBACK_FAILURE: u8 = 0x80;
 /// How many topic aliases an MQTT 5 client may set on one connection (the
@@ -628,6 +633,10 @@ async fn serve_client(
         deliveries: Deliveries::new(version),
         maximum_packet_size: limits.maximum_packet_size.map(|m| m as usize),
         receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
+        client_id: client_id.clone().into(),
+        subscriptions: std::sync::Mutex::new(Vec::new()),
+        marks_origin: AtomicBool::new(false),
+        router_aliases: std::sync::Mutex::new(HashMap::new()),
     });
     let (to_client, to_client_rx) = mpsc::channel::<ToClient>(64);
     let upstream = Upstream {
@@ -1072,6 +1081,16 @@ struct Link {
     /// MQTT 5: how many QoS 1 and 2 messages the client takes unfinished
     /// (its CONNECT says; 65,535 when it does not).
     receive_maximum: usize,
+    client_id: Arc<str>,
+    /// MQTT 5: the filters the router has for this client, with their
+    /// subscription options (No Local and Retain Handling are the front
+    /// door's to keep).
+    subscriptions: std::sync::Mutex<Vec<SubscriptionFilter>>,
+    /// MQTT 5: some subscription has No Local, so the client's PUBLISHes
+    /// carry its id to the router ([`ORIGIN`]).
+    marks_origin: AtomicBool,
+    /// MQTT 5: the topics the router named by alias on its way to the client.
+    router_aliases: std::sync::Mutex<HashMap<u16, String>>,
 }
 
 /// What becomes of a packet from the router.
@@ -1084,11 +1103,131 @@ enum Fate {
     Drop,
     /// These bytes go instead.
     Replace(Bytes),
-    /// It waits until the client has room (MQTT 5 Receive Maximum).
-    Hold,
+    /// It waits until the client has room (MQTT 5 Receive Maximum); these
+    /// bytes instead of it, if given.
+    Hold(Option<Bytes>),
+}
+
+/// What an MQTT 5 client's subscription options make of a message.
+enum Options {
+    /// Nothing: it goes as it is.
+    AsItIs,
+    /// The client must not get it (its own message under No Local, a
+    /// retained one under Retain Handling 2): the front door answers it.
+    Keep,
+    /// It goes as these bytes (without the front door's origin property).
+    Rewrite(Bytes),
 }
 
 impl Link {
+    /// Takes note of the filters of a SUBSCRIBE that went to the router
+    /// (a filter subscribed again replaces its options).
+    fn subscribed<'a>(&self, filters: impl Iterator<Item = &'a SubscriptionFilter>) {
+        let mut subscriptions = self.subscriptions();
+        for f in filters {
+            match subscriptions.iter_mut().find(|s| s.filter == f.filter) {
+                Some(known) => known.options = f.options,
+                None => subscriptions.push(f.clone()),
+            }
+        }
+        let marks = subscriptions.iter().any(SubscriptionFilter::no_local);
+        self.marks_origin.store(marks, Ordering::Release);
+    }
+
+    fn unsubscribed(&self, filters: &[String]) {
+        let mut subscriptions = self.subscriptions();
+        subscriptions.retain(|s| !filters.contains(&s.filter));
+        let marks = subscriptions.iter().any(SubscriptionFilter::no_local);
+        self.marks_origin.store(marks, Ordering::Release);
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<SubscriptionFilter>> {
+        self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether some subscription matches `topic` and every one that does
+    /// has `option`. (rumqttd sends a copy per matching filter without
+    /// saying which; when filters with and without the option overlap, the
+    /// message goes.)
+    fn only_under(&self, topic: &str, option: impl Fn(&SubscriptionFilter) -> bool) -> bool {
+        let subscriptions = self.subscriptions();
+        let mut matching = subscriptions
+            .iter()
+            .filter(|s| {
+                let filter = shared_subscription(&s.filter).unwrap_or(&s.filter);
+                crate::acl::matches(filter, topic)
+            })
+            .peekable();
+        matching.peek().is_some() && matching.all(option)
+    }
+
+    /// MQTT 5 subscription options the router does not keep: No Local (a
+    /// client's own messages, known by the [`ORIGIN`] property its PUBLISH
+    /// got upstream, are not sent back to it) and Retain Handling 2 (no
+    /// retained messages when subscribing; the router marks retain only on
+    /// those). The origin property never reaches a client.
+    fn subscription_options(&self, h: &FrameHeader, body: &[u8]) -> Options {
+        if self.version != MqttVersion::V5 {
+            return Options::AsItIs;
+        }
+        let qos = (h.flags >> 1) & 0b11;
+        let retained = h.flags & 1 != 0;
+        let Some(topic_len) = body
+            .get(..2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return Options::AsItIs;
+        };
+        let properties_at = 2 + topic_len + if qos > 0 { 2 } else { 0 };
+        let no_properties = body.get(properties_at) == Some(&0);
+        if no_properties && !retained {
+            return Options::AsItIs;
+        }
+        let Ok(mut publish) = Publish::parse(h.flags, Bytes::copy_from_slice(body), self.version)
+        else {
+            return Options::AsItIs;
+        };
+        if let Some(alias) = publish.properties.topic_alias {
+            let mut aliases = self
+                .router_aliases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if publish.topic.is_empty() {
+                publish.topic = aliases.get(&alias).cloned().unwrap_or_default();
+            } else {
+                aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        let origin = publish
+            .properties
+            .user_properties
+            .iter()
+            .find(|p| p.name == ORIGIN)
+            .map(|p| p.value.as_str());
+        let own = origin == Some(&*self.client_id);
+        if own && self.only_under(&publish.topic, SubscriptionFilter::no_local) {
+            return Options::Keep;
+        }
+        if retained && self.only_under(&publish.topic, |s| s.retain_handling() == 2) {
+            return Options::Keep;
+        }
+        if origin.is_none() {
+            return Options::AsItIs;
+        }
+        let Ok(raw) = codec::without_user_property(&publish.properties_raw, ORIGIN, "PUBLISH")
+        else {
+            return Options::AsItIs;
+        };
+        publish.properties_raw = raw;
+        if publish.properties.topic_alias.is_some() && body.get(..2) == Some(&[0, 0]) {
+            // Sent by alias: keep it so.
+            publish.topic.clear();
+        }
+        let mut out = BytesMut::new();
+        publish.encode(self.version, &mut out);
+        Options::Rewrite(out.freeze())
+    }
+
     /// Decides what becomes of `packet` (with header `h`) from the router;
     /// `holding`: earlier messages wait for room.
     fn fate(&self, h: &FrameHeader, packet: &[u8], holding: bool) -> Fate {
@@ -1097,30 +1236,34 @@ impl Link {
             packet_type::PUBLISH => {
                 let qos = (h.flags >> 1) & 0b11;
                 let packet_id = (qos > 0).then(|| publish_packet_id(body)).flatten();
-                if self
-                    .maximum_packet_size
-                    .is_some_and(|max| packet.len() > max)
-                {
-                    // MQTT 5 [MQTT-3.1.2-25]: discard it, and behave as if
-                    // it had been sent.
-                    tracing::debug!(
-                        bytes = packet.len(),
-                        "kept a message from a client whose Maximum Packet Size is smaller"
-                    );
+                let settle = || {
                     if let Some(id) = packet_id {
                         self.deliveries.settle_here(id, qos);
                     }
-                    return Fate::Drop;
-                }
-                let Some(id) = packet_id else {
-                    return Fate::Forward;
+                    Fate::Drop
                 };
-                self.deliveries.awaited(id);
-                if !holding && self.deliveries.try_send(self.receive_maximum) {
-                    Fate::Forward
-                } else {
-                    Fate::Hold
+                let rewritten = match self.subscription_options(h, body) {
+                    Options::AsItIs => None,
+                    Options::Keep => return settle(),
+                    Options::Rewrite(bytes) => Some(bytes),
+                };
+                let len = rewritten.as_ref().map_or(packet.len(), Bytes::len);
+                if self.maximum_packet_size.is_some_and(|max| len > max) {
+                    // MQTT 5 [MQTT-3.1.2-25]: discard it, and behave as if
+                    // it had been sent.
+                    tracing::debug!(
+                        bytes = len,
+                        "kept a message from a client whose Maximum Packet Size is smaller"
+                    );
+                    return settle();
                 }
+                if let Some(id) = packet_id {
+                    self.deliveries.awaited(id);
+                    if holding || !self.deliveries.try_send(self.receive_maximum) {
+                        return Fate::Hold(rewritten);
+                    }
+                }
+                rewritten.map_or(Fate::Forward, Fate::Replace)
             }
             packet_type::PUBREL => match body.get(..2) {
                 Some(id)
@@ -1335,6 +1478,7 @@ impl Upstream {
                         // would deliver it to `#`.
                         let reserved = publish.topic.starts_with('$');
                         let answer = reserved.then_some((publish.qos, publish.packet_id));
+                        let written_out = self.mark_origin(&publish, written_out)?;
                         if first {
                             self.observe(publish).await?;
                         }
@@ -1368,6 +1512,17 @@ impl Upstream {
                             let pubcomp = publish_ack(packet_type::PUBCOMP, id, 0, self.version);
                             let _ = self.to_client.send(ToClient::Send(pubcomp)).await;
                             cut = Some(None);
+                        }
+                    }
+                }
+                packet_type::UNSUBSCRIBE if self.version == MqttVersion::V5 => {
+                    match codec::unsubscribe_filters(h.flags, &body, self.version) {
+                        Ok(filters) => self.link.unsubscribed(&filters),
+                        Err(e) => {
+                            ends = Some(DisconnectReason::ProtocolError(format!(
+                                "malformed UNSUBSCRIBE: {e}"
+                            )));
+                            break;
                         }
                     }
                 }
@@ -1458,6 +1613,42 @@ impl Upstream {
         Ok((publish, Some(out.freeze())))
     }
 
+    /// The PUBLISH as the router gets it when it differs from what came:
+    /// an MQTT 5 client with a No Local subscription has its id put on its
+    /// messages ([`ORIGIN`]), and nobody may bring that property in.
+    /// `written_out`: the PUBLISH already rewritten (topic alias), if it was.
+    fn mark_origin(
+        &self,
+        publish: &Publish,
+        written_out: Option<Bytes>,
+    ) -> Result<Option<Bytes>, DisconnectReason> {
+        if self.version != MqttVersion::V5 {
+            return Ok(written_out);
+        }
+        let brought = publish
+            .properties
+            .user_properties
+            .iter()
+            .any(|p| p.name == ORIGIN);
+        let marks = self.link.marks_origin.load(Ordering::Acquire);
+        if !brought && !marks {
+            return Ok(written_out);
+        }
+        let mut publish = publish.clone();
+        if brought {
+            publish.properties_raw =
+                codec::without_user_property(&publish.properties_raw, ORIGIN, "PUBLISH")
+                    .map_err(|e| DisconnectReason::ProtocolError(e.to_string()))?;
+        }
+        if marks {
+            publish.properties_raw =
+                codec::with_user_property(&publish.properties_raw, ORIGIN, &self.client_id);
+        }
+        let mut out = BytesMut::new();
+        publish.encode(self.version, &mut out);
+        Ok(Some(out.freeze()))
+    }
+
     async fn forward(&mut self, bytes: &[u8]) -> Result<(), DisconnectReason> {
         if bytes.is_empty() {
             return Ok(());
@@ -1542,6 +1733,11 @@ impl Upstream {
                 }
             })
             .collect();
+        if self.version == MqttVersion::V5 {
+            let to_router = subscribe.filters.iter().zip(&slots);
+            self.link
+                .subscribed(to_router.filter(|(_, slot)| slot.is_none()).map(|(f, _)| f));
+        }
         if slots.iter().all(Option::is_none) {
             return None;
         }
@@ -1678,8 +1874,8 @@ async fn forward_down(
             let sent = match fate {
                 Fate::Forward => client.write(packet).await,
                 Fate::Replace(instead) => client.write(instead).await,
-                Fate::Hold => {
-                    held.push_back(packet);
+                Fate::Hold(instead) => {
+                    held.push_back(instead.unwrap_or(packet));
                     Ok(())
                 }
                 Fate::Drop => Ok(()),

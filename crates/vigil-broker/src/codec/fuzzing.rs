@@ -9,8 +9,9 @@ use vigil_core::MqttVersion;
 
 use super::{
     disconnect_reason, next_frame, parse_frame_header, property_id, publish_packet_id,
-    split_property_block, valid_topic_filter, without_property, ConnAck, Connect, Disconnect,
-    FrameHeader, Properties, Publish, SubAck, Subscribe,
+    split_property_block, unsubscribe_filters, valid_topic_filter, with_user_property,
+    without_property, without_user_property, ConnAck, Connect, Disconnect, FrameHeader, Properties,
+    Publish, SubAck, Subscribe,
 };
 
 const VERSIONS: [MqttVersion; 2] = [MqttVersion::V311, MqttVersion::V5];
@@ -116,6 +117,21 @@ fn every_parser(flags: u8, body: Bytes) -> usize {
                 kept.len() <= block.len(),
                 "dropping a property never adds bytes"
             );
+        }
+        if let Ok(kept) = without_user_property(block, "origin", "FUZZ") {
+            assert!(kept.len() <= block.len());
+            // Adding the property and taking it off again gives the same.
+            let marked = with_user_property(block, "origin", "x");
+            assert_eq!(
+                without_user_property(&marked, "origin", "FUZZ").ok(),
+                Some(kept)
+            );
+        }
+    }
+    for version in VERSIONS {
+        if let Ok(filters) = unsubscribe_filters(flags, &body, version) {
+            assert!(filters.iter().all(|f| !f.is_empty()) && !filters.is_empty());
+            parsed += 1;
         }
     }
     if let Ok(s) = std::str::from_utf8(&body) {

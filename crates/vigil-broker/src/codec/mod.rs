@@ -63,11 +63,13 @@ pub use disconnect::{
 };
 pub use error::CodecError;
 pub use properties::{
-    property_id, property_name, split_property_block, without_property, Properties, Property,
-    PropertyValue,
+    property_id, property_name, split_property_block, with_user_property, without_property,
+    without_user_property, Properties, Property, PropertyValue,
 };
 pub use publish::{publish_packet_id, Publish, PublishProperties};
-pub use subscribe::{valid_topic_filter, Subscribe, SubscribeProperties, SubscriptionFilter};
+pub use subscribe::{
+    unsubscribe_filters, valid_topic_filter, Subscribe, SubscribeProperties, SubscriptionFilter,
+};
 
 /// A whole PINGREQ packet, as the front door sends it to the router on a
 /// quiet client's behalf.

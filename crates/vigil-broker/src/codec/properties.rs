@@ -242,6 +242,38 @@ pub fn without_property(
     Ok(out.freeze())
 }
 
+/// A property block (without its length) with the user property
+/// `name`/`value` appended.
+pub fn with_user_property(raw: &[u8], name: &str, value: &str) -> bytes::Bytes {
+    let mut out = bytes::BytesMut::with_capacity(raw.len() + 5 + name.len() + value.len());
+    out.extend_from_slice(raw);
+    out.extend_from_slice(&[property_id::USER_PROPERTY]);
+    super::wire::put_str(&mut out, name);
+    super::wire::put_str(&mut out, value);
+    out.freeze()
+}
+
+/// A property block (without its length) without the user properties
+/// named `name`; the others stay, in order.
+pub fn without_user_property(
+    raw: &[u8],
+    name: &str,
+    packet: &'static str,
+) -> Result<bytes::Bytes, CodecError> {
+    let mut properties = Properties::new(raw, packet);
+    let mut out = bytes::BytesMut::with_capacity(raw.len());
+    let mut start = 0;
+    while let Some(property) = properties.next() {
+        let property = property?;
+        let end = raw.len() - properties.reader.left();
+        if !matches!(property.value, PropertyValue::Utf8Pair(n, _) if n == name) {
+            out.extend_from_slice(&raw[start..end]);
+        }
+        start = end;
+    }
+    Ok(out.freeze())
+}
+
 /// Splits a length-prefixed property block off the front of `buf`: returns
 /// the properties (without their length) and what follows them.
 pub fn split_property_block<'a>(

@@ -209,6 +209,53 @@ pub fn valid_topic_filter(filter: &str) -> bool {
     true
 }
 
+/// The topic filters of an UNSUBSCRIBE body (MQTT 3.1.1 section 3.10, MQTT 5
+/// section 3.10), in order; the packet is forwarded as it came.
+pub fn unsubscribe_filters(
+    flags: u8,
+    body: &[u8],
+    version: MqttVersion,
+) -> Result<Vec<String>, CodecError> {
+    const PACKET: &str = "UNSUBSCRIBE";
+    let malformed = |reason| CodecError::Malformed {
+        packet: PACKET,
+        reason,
+    };
+    super::expect_flags(PACKET, flags & 0x0F, 0b0010)?;
+    let mut r = Reader::new(body, PACKET, "packet");
+    if r.u16("packet identifier")? == 0 {
+        return Err(malformed("packet identifier 0 is not allowed"));
+    }
+    if is_v5(version) {
+        let raw = r.property_block("properties")?;
+        let c = Collector {
+            packet: PACKET,
+            scope: "properties",
+        };
+        for p in c.iter(raw) {
+            let p = p?;
+            if p.id != id::USER_PROPERTY {
+                return Err(c.not_allowed(&p));
+            }
+        }
+    }
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        let filter = r.utf8("topic filter")?;
+        if filter.is_empty() {
+            return Err(malformed("a topic filter is empty"));
+        }
+        filters.push(filter.to_owned());
+    }
+    if filters.is_empty() {
+        return Err(CodecError::ProtocolError {
+            packet: PACKET,
+            reason: "it has no topic filter",
+        });
+    }
+    Ok(filters)
+}
+
 fn malformed(reason: &'static str) -> CodecError {
     CodecError::Malformed {
         packet: PACKET,

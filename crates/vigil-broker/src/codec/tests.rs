@@ -330,3 +330,38 @@ fn error_messages_are_sentences() {
     assert_eq!(e.reason_code(), 0x81);
     assert_eq!(CodecError::UnsupportedProtocolLevel(9).reason_code(), 0x84);
 }
+
+#[test]
+fn unsubscribe_filters_are_read_in_order_and_bad_ones_are_refused() {
+    // packet id 7, (v5: properties: one user property a=b), filters "a/#", "x"
+    let v4 = [0x00, 0x07, 0x00, 0x03, b'a', b'/', b'#', 0x00, 0x01, b'x'];
+    assert_eq!(
+        unsubscribe_filters(0b0010, &v4, V4).unwrap(),
+        vec!["a/#".to_owned(), "x".to_owned()]
+    );
+    let mut v5 = vec![0x00, 0x07, 0x07, 0x26, 0x00, 0x01, b'a', 0x00, 0x01, b'b'];
+    v5.extend_from_slice(&v4[2..]);
+    assert_eq!(unsubscribe_filters(0b0010, &v5, V5).unwrap().len(), 2);
+    let refused = |body: &[u8], version, flags| unsubscribe_filters(flags, body, version).is_err();
+    assert!(refused(&v4, V4, 0), "reserved flags must be 0010");
+    assert!(refused(&[0x00, 0x07], V4, 0b0010), "no filter");
+    assert!(refused(&[0x00, 0x00, 0x00, 0x01, b'x'], V4, 0b0010), "packet id 0");
+    assert!(refused(&[0x00, 0x07, 0x00, 0x00], V4, 0b0010), "an empty filter");
+    // v5 with a property UNSUBSCRIBE may not have (subscription identifier).
+    assert!(refused(&[0x00, 0x07, 0x02, 0x0B, 0x01, 0x00, 0x01, b'x'], V5, 0b0010));
+}
+
+#[test]
+fn a_user_property_is_added_and_taken_off_leaving_the_others() {
+    let mine = with_user_property(&[], "k", "v");
+    let both = with_user_property(&with_user_property(&mine, "origin", "me"), "k2", "v2");
+    let kept = without_user_property(&both, "origin", "PUBLISH").unwrap();
+    assert_eq!(kept, with_user_property(&mine, "k2", "v2"));
+    let names: Vec<_> = Properties::new(&kept, "PUBLISH")
+        .map(|p| match p.unwrap().value {
+            PropertyValue::Utf8Pair(name, _) => name.to_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["k", "k2"]);
+}
