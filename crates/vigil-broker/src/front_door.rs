@@ -550,17 +550,17 @@ async fn serve_client(
     }
 
     let claim = shared.sessions.claim(&client_id);
-    let router_addr = if version == MqttVersion::V5 {
-        shared.router.v5
-    } else {
-        shared.router.v4
-    };
     let handoff = timeout(
         Duration::from_secs(10),
-        hand_to_router(router_addr, &connect, &client_id, &shared.router.secret),
+        hand_to_router(
+            shared.router.addr,
+            &connect,
+            &client_id,
+            &shared.router.secret,
+        ),
     )
     .await;
-    let (router_reader, router_writer, mut router_buf, connack_bytes, connack) = match handoff {
+    let (router_reader, router_writer, mut router_buf, connack) = match handoff {
         Ok(Ok(h)) => h,
         other => {
             let why = match other {
@@ -583,18 +583,27 @@ async fn serve_client(
         }
     };
     // MQTT 5: the topic aliases are the front door's, and so is the name of
-    // a client that came without one.
-    let connack_bytes = if version == MqttVersion::V5 && connack.is_accepted() {
-        let mut ours = connack.with_topic_alias_maximum(TOPIC_ALIAS_MAXIMUM);
-        if assigned {
-            ours = ours.with_assigned_client_id(&client_id);
+    // a client that came without one. MQTT 3.1.1: the router's MQTT 5
+    // CONNACK told in 3.1.1.
+    let ours = match version {
+        MqttVersion::V5 if connack.is_accepted() => {
+            let ours = connack.with_topic_alias_maximum(TOPIC_ALIAS_MAXIMUM);
+            if assigned {
+                ours.with_assigned_client_id(&client_id)
+            } else {
+                ours
+            }
         }
-        let mut out = BytesMut::new();
-        ours.encode(version, &mut out);
-        out.freeze()
-    } else {
-        connack_bytes
+        MqttVersion::V5 => connack.clone(),
+        MqttVersion::V311 => ConnAck {
+            session_present: connack.session_present,
+            code: codec::v311_connack_code(connack.code),
+            properties_raw: Bytes::new(),
+        },
     };
+    let mut connack_bytes = BytesMut::new();
+    ours.encode(version, &mut connack_bytes);
+    let connack_bytes = connack_bytes.freeze();
     if writer.write(connack_bytes).await.is_err() {
         return;
     }
@@ -993,10 +1002,10 @@ fn ws_handshake(path: &str, req: &Request, mut resp: Response) -> Result<Respons
     Ok(resp)
 }
 
-type Handoff = (OwnedReadHalf, OwnedWriteHalf, BytesMut, Bytes, ConnAck);
+type Handoff = (OwnedReadHalf, OwnedWriteHalf, BytesMut, ConnAck);
 
-/// Connects to the router, logs in with the secret on the client's behalf and
-/// returns the router's CONNACK (its bytes, to forward unchanged, and parsed).
+/// Connects to the router, logs in over MQTT 5 with the secret on the
+/// client's behalf and returns the router's CONNACK.
 async fn hand_to_router(
     addr: SocketAddr,
     connect: &Connect,
@@ -1009,10 +1018,25 @@ async fn hand_to_router(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let mut inner = connect.clone();
-    if inner.level == 3 {
-        // MQTT 3.1 differs from 3.1.1 only in its name and level here.
-        inner.level = 4;
+    if inner.level != 5 {
+        // MQTT 3.1 and 3.1.1 in MQTT 5 words: no properties, except that a
+        // session kept after the connection ends is one that never expires.
+        inner.level = 5;
         inner.protocol_name = "MQTT".to_owned();
+        inner.properties = if connect.clean_start {
+            Bytes::new()
+        } else {
+            Bytes::from_static(&[
+                codec::property_id::SESSION_EXPIRY_INTERVAL,
+                0xFF,
+                0xFF,
+                0xFF,
+                0xFF,
+            ])
+        };
+        if let Some(will) = inner.will.as_mut() {
+            will.properties = Bytes::new();
+        }
     }
     inner.client_id = client_id.to_owned();
     // A will on a `$` topic could reach no subscriber (MQTT 4.7.2) but the
@@ -1033,11 +1057,6 @@ async fn hand_to_router(
         .write_all(&out)
         .await
         .map_err(|e| format!("cannot write CONNECT: {e}"))?;
-    let version = if connect.level == 5 {
-        MqttVersion::V5
-    } else {
-        MqttVersion::V311
-    };
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         match codec::parse_frame_header(&buf) {
@@ -1049,9 +1068,9 @@ async fn hand_to_router(
                     ));
                 }
                 let bytes = buf.split_to(h.total_len()).freeze();
-                let connack = ConnAck::parse(&bytes[h.header_len..], version)
+                let connack = ConnAck::parse(&bytes[h.header_len..], MqttVersion::V5)
                     .map_err(|e| format!("its CONNACK is malformed: {e}"))?;
-                return Ok((reader, writer, buf, bytes, connack));
+                return Ok((reader, writer, buf, connack));
             }
             Ok(_) => {}
             Err(e) => return Err(format!("its answer is malformed: {e}")),
@@ -1161,14 +1180,23 @@ impl Link {
         matching.peek().is_some() && matching.all(option)
     }
 
-    /// MQTT 5 subscription options the router does not keep: No Local (a
+    /// The router's PUBLISH as the client gets it. MQTT 3.1.1: without its
+    /// properties. MQTT 5: subscription options the router does not keep: No Local (a
     /// client's own messages, known by the [`ORIGIN`] property its PUBLISH
     /// got upstream, are not sent back to it) and Retain Handling 2 (no
     /// retained messages when subscribing; the router marks retain only on
     /// those). The origin property never reaches a client.
     fn subscription_options(&self, h: &FrameHeader, body: &[u8]) -> Options {
         if self.version != MqttVersion::V5 {
-            return Options::AsItIs;
+            // The router's MQTT 5 PUBLISH, without its properties.
+            return match Publish::parse(h.flags, Bytes::copy_from_slice(body), MqttVersion::V5) {
+                Ok(publish) => {
+                    let mut out = BytesMut::with_capacity(body.len() + 5);
+                    publish.encode(MqttVersion::V311, &mut out);
+                    Options::Rewrite(out.freeze())
+                }
+                Err(_) => Options::AsItIs,
+            };
         }
         let qos = (h.flags >> 1) & 0b11;
         let retained = h.flags & 1 != 0;
@@ -1265,16 +1293,29 @@ impl Link {
                 }
                 rewritten.map_or(Fate::Forward, Fate::Replace)
             }
-            packet_type::PUBREL => match body.get(..2) {
-                Some(id)
-                    if self
+            packet_type::PUBREL
+                if body.len() >= 2
+                    && self
                         .deliveries
-                        .release_here(u16::from_be_bytes([id[0], id[1]])) =>
-                {
-                    Fate::Drop
-                }
-                _ => Fate::Forward,
+                        .release_here(u16::from_be_bytes([body[0], body[1]])) =>
+            {
+                Fate::Drop
+            }
+            packet_type::PUBACK
+            | packet_type::PUBREC
+            | packet_type::PUBREL
+            | packet_type::PUBCOMP
+                if self.version == MqttVersion::V311 && body.len() > 2 =>
+            {
+                // An MQTT 5 reason code (and properties) 3.1.1 has no room for.
+                Fate::Replace(Bytes::copy_from_slice(&[packet[0], 0x02, body[0], body[1]]))
+            }
+            packet_type::UNSUBACK if self.version == MqttVersion::V311 => match body.get(..2) {
+                Some(id) => Fate::Replace(Bytes::copy_from_slice(&[0xB0, 0x02, id[0], id[1]])),
+                None => Fate::Forward,
             },
+            // 3.1.1 has no DISCONNECT from the server: the close says it.
+            packet_type::DISCONNECT if self.version == MqttVersion::V311 => Fate::Drop,
             packet_type::PINGRESP if self.injected_pings.load(Ordering::Acquire) > 0 => {
                 self.injected_pings.fetch_sub(1, Ordering::AcqRel);
                 Fate::Drop
@@ -1287,23 +1328,36 @@ impl Link {
         }
     }
 
-    /// The router's SUBACK (body) with the refusals put back in, if it
-    /// answers a SUBSCRIBE that had some filters cut.
+    /// The router's MQTT 5 SUBACK (body) as the client gets it, if that
+    /// differs: with the refusals put back in when it answers a SUBSCRIBE
+    /// that had some filters cut, and in 3.1.1's words for 3.1.1.
     fn merge_suback(&self, body: &[u8]) -> Option<Bytes> {
         let mut pending = self
             .pending_subacks
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if pending.is_empty() {
+        if pending.is_empty() && self.version == MqttVersion::V5 {
             return None;
         }
-        let mut suback = SubAck::parse(body, self.version).ok()?;
-        let slots = pending.remove(&suback.packet_id)?;
-        let mut granted = suback.codes.into_iter();
-        suback.codes = slots
-            .into_iter()
-            .map(|slot| slot.or_else(|| granted.next()).unwrap_or(SUBACK_FAILURE))
-            .collect();
+        let mut suback = SubAck::parse(body, MqttVersion::V5).ok()?;
+        if let Some(slots) = pending.remove(&suback.packet_id) {
+            let mut granted = suback.codes.into_iter();
+            suback.codes = slots
+                .into_iter()
+                .map(|slot| slot.or_else(|| granted.next()).unwrap_or(SUBACK_FAILURE))
+                .collect();
+        } else if self.version == MqttVersion::V5 {
+            return None;
+        }
+        if self.version == MqttVersion::V311 {
+            // 3.1.1 knows one failure code and no properties.
+            for code in &mut suback.codes {
+                if *code >= 0x80 {
+                    *code = SUBACK_FAILURE;
+                }
+            }
+            suback.properties_raw = Bytes::new();
+        }
         Some(suback.encode(self.version))
     }
 }
@@ -1434,6 +1488,8 @@ impl Upstream {
             return Ok(None);
         }
         let chunk = self.buf.split_to(end).freeze();
+        // What goes to the router when some packet is not forwarded as it came.
+        let mut out = BytesMut::new();
         let mut at = 0;
         // Bytes from `from` to `at` are yet to be forwarded.
         let mut from = 0;
@@ -1478,7 +1534,7 @@ impl Upstream {
                         // would deliver it to `#`.
                         let reserved = publish.topic.starts_with('$');
                         let answer = reserved.then_some((publish.qos, publish.packet_id));
-                        let written_out = self.mark_origin(&publish, written_out)?;
+                        let written_out = self.for_router(&publish, written_out)?;
                         if first {
                             self.observe(publish).await?;
                         }
@@ -1515,9 +1571,20 @@ impl Upstream {
                         }
                     }
                 }
-                packet_type::UNSUBSCRIBE if self.version == MqttVersion::V5 => {
+                packet_type::UNSUBSCRIBE => {
                     match codec::unsubscribe_filters(h.flags, &body, self.version) {
-                        Ok(filters) => self.link.unsubscribed(&filters),
+                        Ok(filters) if self.version == MqttVersion::V5 => {
+                            self.link.unsubscribed(&filters)
+                        }
+                        // In MQTT 5 words: an empty property block after
+                        // the packet id.
+                        Ok(_) => {
+                            cut = Some(Some(codec::with_empty_properties(
+                                h.packet_type << 4 | h.flags,
+                                &body,
+                                2,
+                            )))
+                        }
                         Err(e) => {
                             ends = Some(DisconnectReason::ProtocolError(format!(
                                 "malformed UNSUBSCRIBE: {e}"
@@ -1548,17 +1615,22 @@ impl Upstream {
                 _ => {}
             }
             if let Some(instead) = cut {
-                self.forward(&chunk[from..at]).await?;
+                out.extend_from_slice(&chunk[from..at]);
                 if let Some(instead) = instead {
-                    self.forward(&instead).await?;
+                    out.extend_from_slice(&instead);
                 }
                 from = frame_end;
             }
             at = frame_end;
         }
         // Everything else before `at` is forwarded unchanged; a packet that
-        // ends the connection is not.
-        self.forward(&chunk[from..at]).await?;
+        // ends the connection is not. One write for the whole read.
+        if out.is_empty() {
+            self.forward(&chunk[from..at]).await?;
+        } else {
+            out.extend_from_slice(&chunk[from..at]);
+            self.forward(&out).await?;
+        }
         if let Some(reason) = ends {
             return Ok(Some(reason));
         }
@@ -1613,17 +1685,20 @@ impl Upstream {
         Ok((publish, Some(out.freeze())))
     }
 
-    /// The PUBLISH as the router gets it when it differs from what came:
-    /// an MQTT 5 client with a No Local subscription has its id put on its
-    /// messages ([`ORIGIN`]), and nobody may bring that property in.
-    /// `written_out`: the PUBLISH already rewritten (topic alias), if it was.
-    fn mark_origin(
+    /// The PUBLISH as the router gets it when it differs from what came: in
+    /// MQTT 5 always (the router speaks MQTT 5 only); an MQTT 5 client with
+    /// a No Local subscription has its id put on its messages ([`ORIGIN`]),
+    /// and nobody may bring that property in. `written_out`: the PUBLISH
+    /// already rewritten (topic alias), if it was.
+    fn for_router(
         &self,
         publish: &Publish,
         written_out: Option<Bytes>,
     ) -> Result<Option<Bytes>, DisconnectReason> {
         if self.version != MqttVersion::V5 {
-            return Ok(written_out);
+            let mut out = BytesMut::with_capacity(publish.remaining_len(MqttVersion::V5) + 5);
+            publish.encode(MqttVersion::V5, &mut out);
+            return Ok(Some(out.freeze()));
         }
         let brought = publish
             .properties
@@ -1739,7 +1814,13 @@ impl Upstream {
                 .subscribed(to_router.filter(|(_, slot)| slot.is_none()).map(|(f, _)| f));
         }
         if slots.iter().all(Option::is_none) {
-            return None;
+            // MQTT 5 goes as it came; 3.1.1 in MQTT 5 words.
+            if self.version == MqttVersion::V5 {
+                return None;
+            }
+            let mut packet = BytesMut::new();
+            subscribe.encode(MqttVersion::V5, &mut packet);
+            return Some(Some(packet.freeze()));
         }
         let refused: Vec<&str> = subscribe
             .filters
@@ -1778,7 +1859,7 @@ impl Upstream {
             .unwrap_or_else(|e| e.into_inner())
             .insert(subscribe.packet_id, slots);
         let mut packet = BytesMut::new();
-        subscribe.encode(self.version, &mut packet);
+        subscribe.encode(MqttVersion::V5, &mut packet);
         Some(Some(packet.freeze()))
     }
 

@@ -1,9 +1,12 @@
 //! The embedded rumqttd router, reachable only through the front door.
 //!
 //! rumqttd routes messages between subscriptions; it does not own a public
-//! socket. It listens on two loopback ports of its own, one per protocol level
-//! (its parsers are per level), and those listeners accept only logins that
-//! carry a secret made fresh by each process, which only the front door knows.
+//! socket. It listens on one loopback port of its own, for MQTT 5 only: the
+//! front door speaks MQTT 5 to it for every client, whatever the client
+//! speaks (rumqttd's 3.1.1 link panics on a message that has MQTT 5
+//! properties, and only MQTT 5 carries what the front door tells the router
+//! about a message). The listener accepts only logins that carry a secret
+//! made fresh by each process, which only the front door knows.
 //! `Broker::start` in rumqttd blocks forever and cannot be stopped, so it runs
 //! on a thread of its own that ends with the process.
 //!
@@ -26,18 +29,17 @@ pub(crate) const INTERNAL_USER: &str = "vigil-front-door";
 
 /// Where the router listens, and the secret that opens it.
 pub(crate) struct Router {
-    pub v4: SocketAddr,
-    pub v5: SocketAddr,
+    /// The MQTT 5 listener.
+    pub addr: SocketAddr,
     pub secret: String,
     link: tokio::sync::Mutex<LinkTx>,
 }
 
 impl Router {
-    /// Starts rumqttd on two free loopback ports and waits until both accept.
+    /// Starts rumqttd on a free loopback port and waits until it accepts.
     pub(crate) async fn start(config: &BrokerConfig) -> Result<Router, BrokerError> {
         let secret = random_secret();
-        let v4 = free_loopback_port()?;
-        let v5 = free_loopback_port()?;
+        let addr = free_loopback_port()?;
         let settings = |name: &str, listen: SocketAddr| {
             let mut s = ServerSettings {
                 name: name.to_owned(),
@@ -78,13 +80,10 @@ impl Router {
                 initialized_filters: None,
                 shared_subscriptions_strategy: Default::default(),
             },
-            v4: Some(HashMap::from([(
-                "v4".to_owned(),
-                settings("vigil-internal-v4", v4),
-            )])),
+            v4: None,
             v5: Some(HashMap::from([(
                 "v5".to_owned(),
-                settings("vigil-internal-v5", v5),
+                settings("vigil-internal-v5", addr),
             )])),
             ..Default::default()
         };
@@ -103,12 +102,9 @@ impl Router {
         // The local link is used to publish only; its notifications are drained
         // so they never pile up.
         tokio::spawn(async move { while let Ok(Some(_)) = link_rx.next().await {} });
-        for addr in [v4, v5] {
-            wait_until_listening(addr).await?;
-        }
+        wait_until_listening(addr).await?;
         Ok(Router {
-            v4,
-            v5,
+            addr,
             secret,
             link: tokio::sync::Mutex::new(link_tx),
         })

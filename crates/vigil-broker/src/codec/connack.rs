@@ -331,6 +331,19 @@ impl Refusal {
     }
 }
 
+/// The MQTT 3.1.1 CONNACK return code closest to an MQTT 5 reason code (the
+/// front door speaks MQTT 5 to the router for 3.1.1 clients too).
+pub fn v311_connack_code(v5: u8) -> u8 {
+    match v5 {
+        0x00 => 0x00,
+        0x84 => 0x01,
+        0x85 => 0x02,
+        0x86 => 0x04,
+        0x87 | 0x8A => 0x05,
+        _ => 0x03,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

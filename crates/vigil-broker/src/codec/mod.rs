@@ -55,7 +55,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use vigil_core::MqttVersion;
 
 pub use ack::{publish_ack, SubAck};
-pub use connack::{ConnAck, ConnAckProperties, Refusal};
+pub use connack::{v311_connack_code, ConnAck, ConnAckProperties, Refusal};
 pub use connect::{Connect, ConnectProperties, Will, WillProperties};
 pub use disconnect::{
     disconnect_reason, disconnect_v5, disconnect_v5_with_reason_string, Disconnect,
@@ -273,6 +273,18 @@ pub fn next_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, C
     }
     let bytes = buf.split_to(total).freeze();
     Ok(Some(Frame { header, bytes }))
+}
+
+/// A whole packet (first byte `first`) made of `body` with an empty MQTT 5
+/// property block put in at `at`: a 3.1.1 UNSUBSCRIBE in MQTT 5 words, say.
+pub fn with_empty_properties(first: u8, body: &[u8], at: usize) -> Bytes {
+    let at = at.min(body.len());
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    put_fixed_header(&mut out, first, body.len() + 1);
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(&[0]);
+    out.extend_from_slice(&body[at..]);
+    out.freeze()
 }
 
 /// Appends `len` as an MQTT variable byte integer (the remaining-length

@@ -345,10 +345,20 @@ fn unsubscribe_filters_are_read_in_order_and_bad_ones_are_refused() {
     let refused = |body: &[u8], version, flags| unsubscribe_filters(flags, body, version).is_err();
     assert!(refused(&v4, V4, 0), "reserved flags must be 0010");
     assert!(refused(&[0x00, 0x07], V4, 0b0010), "no filter");
-    assert!(refused(&[0x00, 0x00, 0x00, 0x01, b'x'], V4, 0b0010), "packet id 0");
-    assert!(refused(&[0x00, 0x07, 0x00, 0x00], V4, 0b0010), "an empty filter");
+    assert!(
+        refused(&[0x00, 0x00, 0x00, 0x01, b'x'], V4, 0b0010),
+        "packet id 0"
+    );
+    assert!(
+        refused(&[0x00, 0x07, 0x00, 0x00], V4, 0b0010),
+        "an empty filter"
+    );
     // v5 with a property UNSUBSCRIBE may not have (subscription identifier).
-    assert!(refused(&[0x00, 0x07, 0x02, 0x0B, 0x01, 0x00, 0x01, b'x'], V5, 0b0010));
+    assert!(refused(
+        &[0x00, 0x07, 0x02, 0x0B, 0x01, 0x00, 0x01, b'x'],
+        V5,
+        0b0010
+    ));
 }
 
 #[test]
@@ -364,4 +374,27 @@ fn a_user_property_is_added_and_taken_off_leaving_the_others() {
         })
         .collect();
     assert_eq!(names, ["k", "k2"]);
+}
+
+#[test]
+fn a_311_unsubscribe_in_mqtt5_words_parses_as_mqtt5() {
+    let body = [0x00, 0x07, 0x00, 0x01, b'x'];
+    let packet = with_empty_properties(0xA2, &body, 2);
+    assert_eq!(
+        &packet[..],
+        &[0xA2, 0x06, 0x00, 0x07, 0x00, 0x00, 0x01, b'x']
+    );
+    assert_eq!(
+        unsubscribe_filters(0b0010, &packet[2..], V5).unwrap(),
+        ["x"]
+    );
+}
+
+#[test]
+fn mqtt5_connack_codes_have_their_311_counterparts() {
+    assert_eq!(v311_connack_code(0x00), 0x00);
+    assert_eq!(v311_connack_code(0x86), 0x04, "bad user name or password");
+    assert_eq!(v311_connack_code(0x87), 0x05, "not authorized");
+    assert_eq!(v311_connack_code(0x85), 0x02, "identifier rejected");
+    assert_eq!(v311_connack_code(0x97), 0x03, "anything else: unavailable");
 }
