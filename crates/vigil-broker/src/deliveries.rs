@@ -26,6 +26,9 @@ struct Awaited {
     packet_id: u16,
     /// The answer, once someone gave it; it goes to the router in turn.
     answer: Option<Bytes>,
+    /// A QoS 2 message the client got at QoS 1: its PUBACK is the router's
+    /// PUBREC, and the router's PUBREL is answered here.
+    downgraded: bool,
 }
 
 #[derive(Default)]
@@ -52,6 +55,7 @@ impl Ledger {
             let Some(Awaited {
                 packet_id,
                 answer: Some(answer),
+                ..
             }) = self.publishes.pop_front()
             else {
                 break;
@@ -60,6 +64,7 @@ impl Ledger {
                 self.releases.push_back(Awaited {
                     packet_id,
                     answer: None,
+                    downgraded: false,
                 });
             }
             self.ready.extend_from_slice(&answer);
@@ -75,17 +80,16 @@ impl Ledger {
         }
     }
 
-    fn answer(queue: &mut VecDeque<Awaited>, packet_id: u16, answer: Bytes) -> bool {
-        match queue
+    fn answer(
+        queue: &mut VecDeque<Awaited>,
+        packet_id: u16,
+        answer: Bytes,
+    ) -> Option<&mut Awaited> {
+        let awaited = queue
             .iter_mut()
-            .find(|a| a.packet_id == packet_id && a.answer.is_none())
-        {
-            Some(awaited) => {
-                awaited.answer = Some(answer);
-                true
-            }
-            None => false,
-        }
+            .find(|a| a.packet_id == packet_id && a.answer.is_none())?;
+        awaited.answer = Some(answer);
+        Some(awaited)
     }
 }
 
@@ -130,6 +134,19 @@ impl Deliveries {
         self.ledger().publishes.push_back(Awaited {
             packet_id,
             answer: None,
+            downgraded: false,
+        });
+    }
+
+    /// Like [`Deliveries::awaited`], for a QoS 2 message the client gets at
+    /// QoS 1 (published at QoS 1): the client's PUBACK becomes the router's
+    /// PUBREC, and the router's PUBREL is answered here. The router cannot
+    /// reuse the packet id before the client has answered.
+    pub(crate) fn awaited_downgraded(&self, packet_id: u16) {
+        self.ledger().publishes.push_back(Awaited {
+            packet_id,
+            answer: None,
+            downgraded: true,
         });
     }
 
@@ -159,6 +176,7 @@ impl Deliveries {
         ledger.publishes.push_back(Awaited {
             packet_id,
             answer: Some(publish_ack(kind, packet_id, 0, self.version)),
+            downgraded: false,
         });
         ledger.release();
         let due = !ledger.ready.is_empty();
@@ -203,8 +221,12 @@ impl Deliveries {
         } else {
             &mut ledger.publishes
         };
-        if !Ledger::answer(queue, packet_id, Bytes::copy_from_slice(bytes)) {
+        let Some(awaited) = Ledger::answer(queue, packet_id, Bytes::copy_from_slice(bytes)) else {
             return Route::AsItIs;
+        };
+        if awaited.downgraded && kind == packet_type::PUBACK {
+            awaited.answer = Some(publish_ack(packet_type::PUBREC, packet_id, 0, self.version));
+            ledger.answered_here.insert(packet_id);
         }
         ledger.release();
         let released = ledger.ready.split().freeze();
@@ -353,6 +375,21 @@ mod tests {
             Route::AsItIs
         );
         assert!(d.try_send(1));
+    }
+
+    #[test]
+    fn a_qos2_message_the_client_got_at_qos1_is_finished_with_the_router_here() {
+        let d = Deliveries::new(MqttVersion::V311);
+        d.awaited_downgraded(4);
+        assert!(d.try_send(10));
+        let puback = ack(packet_type::PUBACK, 4);
+        assert_eq!(
+            d.client_answered(packet_type::PUBACK, 4, &puback),
+            Route::Instead(ack(packet_type::PUBREC, 4))
+        );
+        assert_eq!(d.client_unfinished(), 0);
+        assert!(d.release_here(4), "the router's PUBREL is answered here");
+        assert_eq!(d.take_ready(), Some(ack(packet_type::PUBCOMP, 4)));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,11 +77,40 @@ const PACKET_OVERHEAD: usize = 64 * 1024 + 1024;
 const NOT_AUTHORIZED: u8 = 0x87;
 /// MQTT 5 reason code "No matching subscribers" (a success).
 const NO_SUBSCRIBERS: u8 = 0x10;
-/// The user property that names the publisher on the PUBLISHes of an MQTT 5
-/// client with a No Local subscription, between the front door and the
-/// router; it is taken off before any client sees the message (and off any
-/// PUBLISH a client sends with it).
-const ORIGIN: &str = "vigil-front-door-origin";
+/// The user property the front door puts on every PUBLISH (and will) it
+/// hands the router, saying what the router does not keep: the QoS and
+/// retain flag as published and the publisher's client id ([`Tag`]). It is
+/// taken off before any client sees the message, and off anything a client
+/// sends with it.
+const TAG: &str = "vigil-front-door";
+
+/// What [`TAG`] says: `<qos>[r]:<client id>`.
+#[derive(Debug, PartialEq, Eq)]
+struct Tag<'a> {
+    qos: u8,
+    retain: bool,
+    origin: &'a str,
+}
+
+impl<'a> Tag<'a> {
+    fn value(qos: u8, retain: bool, origin: &str) -> String {
+        format!("{qos}{}:{origin}", if retain { "r" } else { "" })
+    }
+
+    fn parse(value: &'a str) -> Option<Tag<'a>> {
+        let (flags, origin) = value.split_once(':')?;
+        let (qos, retain) = match flags.as_bytes() {
+            [q @ b'0'..=b'2'] => (q - b'0', false),
+            [q @ b'0'..=b'2', b'r'] => (q - b'0', true),
+            _ => return None,
+        };
+        Some(Tag {
+            qos,
+            retain,
+            origin,
+        })
+    }
+}
 /// MQTT 3.1.1 SUBACK return code "Failure".
 const SUBACK_FAILURE: u8 = 0x80;
 /// How many topic aliases an MQTT 5 client may set on one connection (the
@@ -644,7 +673,6 @@ async fn serve_client(
         receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
         client_id: client_id.clone().into(),
         subscriptions: std::sync::Mutex::new(Vec::new()),
-        marks_origin: AtomicBool::new(false),
         router_aliases: std::sync::Mutex::new(HashMap::new()),
     });
     let (to_client, to_client_rx) = mpsc::channel::<ToClient>(64);
@@ -1038,6 +1066,14 @@ async fn hand_to_router(
             will.properties = Bytes::new();
         }
     }
+    // The will is the router's to publish: it gets the front door's tag too
+    // (see TAG), and loses any a client wrote in.
+    if let Some(will) = inner.will.as_mut() {
+        let own = codec::without_user_property(&will.properties, TAG, "CONNECT")
+            .map_err(|e| format!("its will properties are malformed: {e}"))?;
+        let tag = Tag::value(will.qos, will.retain, client_id);
+        will.properties = codec::with_user_property(&own, TAG, &tag);
+    }
     inner.client_id = client_id.to_owned();
     // A will on a `$` topic could reach no subscriber (MQTT 4.7.2) but the
     // router would deliver it to `#`; the front door records it all the same.
@@ -1105,9 +1141,6 @@ struct Link {
     /// subscription options (No Local and Retain Handling are the front
     /// door's to keep).
     subscriptions: std::sync::Mutex<Vec<SubscriptionFilter>>,
-    /// MQTT 5: some subscription has No Local, so the client's PUBLISHes
-    /// carry its id to the router ([`ORIGIN`]).
-    marks_origin: AtomicBool,
     /// MQTT 5: the topics the router named by alias on its way to the client.
     router_aliases: std::sync::Mutex<HashMap<u16, String>>,
 }
@@ -1127,15 +1160,15 @@ enum Fate {
     Hold(Option<Bytes>),
 }
 
-/// What an MQTT 5 client's subscription options make of a message.
-enum Options {
-    /// Nothing: it goes as it is.
+/// What becomes of a message from the router on its way to the client.
+enum Delivery {
+    /// It goes as it is (it could not be read: the client judges it).
     AsItIs,
     /// The client must not get it (its own message under No Local, a
     /// retained one under Retain Handling 2): the front door answers it.
     Keep,
-    /// It goes as these bytes (without the front door's origin property).
-    Rewrite(Bytes),
+    /// It goes as these bytes, at this QoS.
+    Rewrite(Bytes, u8),
 }
 
 impl Link {
@@ -1149,15 +1182,11 @@ impl Link {
                 None => subscriptions.push(f.clone()),
             }
         }
-        let marks = subscriptions.iter().any(SubscriptionFilter::no_local);
-        self.marks_origin.store(marks, Ordering::Release);
     }
 
     fn unsubscribed(&self, filters: &[String]) {
-        let mut subscriptions = self.subscriptions();
-        subscriptions.retain(|s| !filters.contains(&s.filter));
-        let marks = subscriptions.iter().any(SubscriptionFilter::no_local);
-        self.marks_origin.store(marks, Ordering::Release);
+        self.subscriptions()
+            .retain(|s| !filters.contains(&s.filter));
     }
 
     fn subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<SubscriptionFilter>> {
@@ -1180,80 +1209,84 @@ impl Link {
         matching.peek().is_some() && matching.all(option)
     }
 
-    /// The router's PUBLISH as the client gets it. MQTT 3.1.1: without its
-    /// properties. MQTT 5: subscription options the router does not keep: No Local (a
-    /// client's own messages, known by the [`ORIGIN`] property its PUBLISH
-    /// got upstream, are not sent back to it) and Retain Handling 2 (no
-    /// retained messages when subscribing; the router marks retain only on
-    /// those). The origin property never reaches a client.
-    fn subscription_options(&self, h: &FrameHeader, body: &[u8]) -> Options {
-        if self.version != MqttVersion::V5 {
-            // The router's MQTT 5 PUBLISH, without its properties.
-            return match Publish::parse(h.flags, Bytes::copy_from_slice(body), MqttVersion::V5) {
-                Ok(publish) => {
-                    let mut out = BytesMut::with_capacity(body.len() + 5);
-                    publish.encode(MqttVersion::V311, &mut out);
-                    Options::Rewrite(out.freeze())
-                }
-                Err(_) => Options::AsItIs,
-            };
-        }
-        let qos = (h.flags >> 1) & 0b11;
-        let retained = h.flags & 1 != 0;
-        let Some(topic_len) = body
-            .get(..2)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    /// The router's PUBLISH as the client gets it, from what the [`TAG`]
+    /// says: at the smaller of the QoS published and the QoS granted (the
+    /// router sends at the granted one); for MQTT 5, the subscription
+    /// options the router ignores: No Local (the client's own messages are
+    /// kept), Retain Handling 2 (no retained messages on subscribe; the
+    /// router marks retain only on those) and Retain As Published (the
+    /// retain flag as published, which the router clears). Without the tag
+    /// and, for 3.1.1, without any property.
+    fn for_client(&self, h: &FrameHeader, body: &[u8]) -> Delivery {
+        let Ok(mut publish) =
+            Publish::parse(h.flags, Bytes::copy_from_slice(body), MqttVersion::V5)
         else {
-            return Options::AsItIs;
+            return Delivery::AsItIs;
         };
-        let properties_at = 2 + topic_len + if qos > 0 { 2 } else { 0 };
-        let no_properties = body.get(properties_at) == Some(&0);
-        if no_properties && !retained {
-            return Options::AsItIs;
-        }
-        let Ok(mut publish) = Publish::parse(h.flags, Bytes::copy_from_slice(body), self.version)
-        else {
-            return Options::AsItIs;
-        };
+        let by_alias = publish.topic.is_empty();
         if let Some(alias) = publish.properties.topic_alias {
             let mut aliases = self
                 .router_aliases
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if publish.topic.is_empty() {
+            if by_alias {
                 publish.topic = aliases.get(&alias).cloned().unwrap_or_default();
             } else {
                 aliases.insert(alias, publish.topic.clone());
             }
         }
-        let origin = publish
+        let tag = publish
             .properties
             .user_properties
             .iter()
-            .find(|p| p.name == ORIGIN)
-            .map(|p| p.value.as_str());
-        let own = origin == Some(&*self.client_id);
-        if own && self.only_under(&publish.topic, SubscriptionFilter::no_local) {
-            return Options::Keep;
+            .find(|p| p.name == TAG)
+            .and_then(|p| Tag::parse(&p.value));
+        let on_subscribe = publish.retain;
+        if self.version == MqttVersion::V5 {
+            let own = tag.as_ref().is_some_and(|t| t.origin == &*self.client_id);
+            if own && self.only_under(&publish.topic, SubscriptionFilter::no_local) {
+                return Delivery::Keep;
+            }
+            if on_subscribe && self.only_under(&publish.topic, |s| s.retain_handling() == 2) {
+                return Delivery::Keep;
+            }
+            let published_retained = tag.as_ref().is_some_and(|t| t.retain);
+            if !on_subscribe
+                && published_retained
+                && self.only_under(&publish.topic, SubscriptionFilter::retain_as_published)
+            {
+                publish.retain = true;
+            }
         }
-        if retained && self.only_under(&publish.topic, |s| s.retain_handling() == 2) {
-            return Options::Keep;
+        if let Some(tag) = &tag {
+            if tag.qos < publish.qos {
+                publish.qos = tag.qos;
+                if tag.qos == 0 {
+                    publish.packet_id = None;
+                    publish.dup = false;
+                }
+            }
         }
-        if origin.is_none() {
-            return Options::AsItIs;
+        let qos = publish.qos;
+        match self.version {
+            MqttVersion::V311 => publish.properties_raw = Bytes::new(),
+            MqttVersion::V5 => {
+                if tag.is_some() {
+                    let Ok(raw) =
+                        codec::without_user_property(&publish.properties_raw, TAG, "PUBLISH")
+                    else {
+                        return Delivery::AsItIs;
+                    };
+                    publish.properties_raw = raw;
+                }
+                if by_alias {
+                    publish.topic.clear();
+                }
+            }
         }
-        let Ok(raw) = codec::without_user_property(&publish.properties_raw, ORIGIN, "PUBLISH")
-        else {
-            return Options::AsItIs;
-        };
-        publish.properties_raw = raw;
-        if publish.properties.topic_alias.is_some() && body.get(..2) == Some(&[0, 0]) {
-            // Sent by alias: keep it so.
-            publish.topic.clear();
-        }
-        let mut out = BytesMut::new();
+        let mut out = BytesMut::with_capacity(body.len() + 5);
         publish.encode(self.version, &mut out);
-        Options::Rewrite(out.freeze())
+        Delivery::Rewrite(out.freeze(), qos)
     }
 
     /// Decides what becomes of `packet` (with header `h`) from the router;
@@ -1270,10 +1303,10 @@ impl Link {
                     }
                     Fate::Drop
                 };
-                let rewritten = match self.subscription_options(h, body) {
-                    Options::AsItIs => None,
-                    Options::Keep => return settle(),
-                    Options::Rewrite(bytes) => Some(bytes),
+                let (rewritten, client_qos) = match self.for_client(h, body) {
+                    Delivery::AsItIs => (None, qos),
+                    Delivery::Keep => return settle(),
+                    Delivery::Rewrite(bytes, client_qos) => (Some(bytes), client_qos),
                 };
                 let len = rewritten.as_ref().map_or(packet.len(), Bytes::len);
                 if self.maximum_packet_size.is_some_and(|max| len > max) {
@@ -1285,13 +1318,23 @@ impl Link {
                     );
                     return settle();
                 }
-                if let Some(id) = packet_id {
-                    self.deliveries.awaited(id);
-                    if holding || !self.deliveries.try_send(self.receive_maximum) {
-                        return Fate::Hold(rewritten);
+                let go = || rewritten.clone().map_or(Fate::Forward, Fate::Replace);
+                let Some(id) = packet_id else {
+                    return go();
+                };
+                match client_qos {
+                    // Published at QoS 0: the router's flow ends here.
+                    0 => {
+                        self.deliveries.settle_here(id, qos);
+                        return go();
                     }
+                    1 if qos == 2 => self.deliveries.awaited_downgraded(id),
+                    _ => self.deliveries.awaited(id),
                 }
-                rewritten.map_or(Fate::Forward, Fate::Replace)
+                if holding || !self.deliveries.try_send(self.receive_maximum) {
+                    return Fate::Hold(rewritten);
+                }
+                go()
             }
             packet_type::PUBREL
                 if body.len() >= 2
@@ -1512,16 +1555,16 @@ impl Upstream {
                         ends = Some(reason);
                         break;
                     }
-                    Ok((publish, _)) if publish.payload.len() > max_payload => {
+                    Ok(publish) if publish.payload.len() > max_payload => {
                         self.refuse_too_large(&h, Some(&publish.topic));
                         ends = Some(DisconnectReason::PacketTooLarge);
                         break;
                     }
-                    Ok((publish, _)) if !self.rights.may_publish(&publish.topic) => {
+                    Ok(publish) if !self.rights.may_publish(&publish.topic) => {
                         self.refuse_publish(&publish).await;
                         cut = Some(None);
                     }
-                    Ok((publish, written_out)) => {
+                    Ok(publish) => {
                         // A QoS 2 PUBLISH sent again before PUBREL is the same
                         // message: record it once.
                         let first = publish.qos != 2
@@ -1534,16 +1577,18 @@ impl Upstream {
                         // would deliver it to `#`.
                         let reserved = publish.topic.starts_with('$');
                         let answer = reserved.then_some((publish.qos, publish.packet_id));
-                        let written_out = self.for_router(&publish, written_out)?;
+                        let for_router = if reserved {
+                            None
+                        } else {
+                            Some(self.for_router(&publish)?)
+                        };
                         if first {
                             self.observe(publish).await?;
                         }
                         if let Some((qos, packet_id)) = answer {
                             self.answer_unrouted(qos, packet_id).await;
-                            cut = Some(None);
-                        } else if written_out.is_some() {
-                            cut = Some(written_out);
                         }
+                        cut = Some(for_router);
                     }
                 },
                 packet_type::PUBACK | packet_type::PUBREC | packet_type::PUBCOMP => {
@@ -1645,14 +1690,11 @@ impl Upstream {
     /// by a number (1 to [`TOPIC_ALIAS_MAXIMUM`]) that an earlier PUBLISH on
     /// this connection set. The front door keeps the numbers: rights and the
     /// store see the real topic, and the router gets the PUBLISH written out
-    /// (returned as bytes) with the topic and without the alias, so its own
-    /// alias handling is never relied on.
-    fn resolve_topic_alias(
-        &mut self,
-        mut publish: Publish,
-    ) -> Result<(Publish, Option<Bytes>), DisconnectReason> {
+    /// ([`Upstream::for_router`]) with the topic and without the alias, so
+    /// its own alias handling is never relied on.
+    fn resolve_topic_alias(&mut self, mut publish: Publish) -> Result<Publish, DisconnectReason> {
         let Some(alias) = publish.properties.topic_alias else {
-            return Ok((publish, None));
+            return Ok(publish);
         };
         if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
             return Err(DisconnectReason::TopicAliasInvalid(format!(
@@ -1680,48 +1722,31 @@ impl Upstream {
         )
         .map_err(|e| DisconnectReason::ProtocolError(e.to_string()))?;
         publish.properties.topic_alias = None;
-        let mut out = BytesMut::new();
-        publish.encode(self.version, &mut out);
-        Ok((publish, Some(out.freeze())))
+        Ok(publish)
     }
 
-    /// The PUBLISH as the router gets it when it differs from what came: in
-    /// MQTT 5 always (the router speaks MQTT 5 only); an MQTT 5 client with
-    /// a No Local subscription has its id put on its messages ([`ORIGIN`]),
-    /// and nobody may bring that property in. `written_out`: the PUBLISH
-    /// already rewritten (topic alias), if it was.
-    fn for_router(
-        &self,
-        publish: &Publish,
-        written_out: Option<Bytes>,
-    ) -> Result<Option<Bytes>, DisconnectReason> {
-        if self.version != MqttVersion::V5 {
-            let mut out = BytesMut::with_capacity(publish.remaining_len(MqttVersion::V5) + 5);
-            publish.encode(MqttVersion::V5, &mut out);
-            return Ok(Some(out.freeze()));
-        }
+    /// The PUBLISH as the router gets it: in MQTT 5 (the router speaks
+    /// nothing else), its topic written out (no alias), with the front
+    /// door's [`TAG`] saying its QoS, retain flag and publisher, and no
+    /// other property by that name.
+    fn for_router(&self, publish: &Publish) -> Result<Bytes, DisconnectReason> {
         let brought = publish
             .properties
             .user_properties
             .iter()
-            .any(|p| p.name == ORIGIN);
-        let marks = self.link.marks_origin.load(Ordering::Acquire);
-        if !brought && !marks {
-            return Ok(written_out);
-        }
-        let mut publish = publish.clone();
-        if brought {
-            publish.properties_raw =
-                codec::without_user_property(&publish.properties_raw, ORIGIN, "PUBLISH")
-                    .map_err(|e| DisconnectReason::ProtocolError(e.to_string()))?;
-        }
-        if marks {
-            publish.properties_raw =
-                codec::with_user_property(&publish.properties_raw, ORIGIN, &self.client_id);
-        }
-        let mut out = BytesMut::new();
-        publish.encode(self.version, &mut out);
-        Ok(Some(out.freeze()))
+            .any(|p| p.name == TAG);
+        let properties = if brought {
+            codec::without_user_property(&publish.properties_raw, TAG, "PUBLISH")
+                .map_err(|e| DisconnectReason::ProtocolError(e.to_string()))?
+        } else {
+            publish.properties_raw.clone()
+        };
+        let tag = Tag::value(publish.qos, publish.retain, &self.client_id);
+        let properties = codec::with_user_property(&properties, TAG, &tag);
+        let mut out =
+            BytesMut::with_capacity(publish.remaining_len(MqttVersion::V5) + properties.len() + 8);
+        publish.encode_v5_with(&properties, &mut out);
+        Ok(out.freeze())
     }
 
     async fn forward(&mut self, bytes: &[u8]) -> Result<(), DisconnectReason> {
@@ -2002,5 +2027,39 @@ async fn forward_down(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_says_what_the_router_forgets() {
+        let value = Tag::value(1, true, "dev:7");
+        assert_eq!(value, "1r:dev:7");
+        assert_eq!(
+            Tag::parse(&value),
+            Some(Tag {
+                qos: 1,
+                retain: true,
+                origin: "dev:7"
+            })
+        );
+        assert_eq!(
+            Tag::parse("0:").map(|t| (t.qos, t.retain)),
+            Some((0, false))
+        );
+        for bad in ["", "3:x", "1x:y", "1", "r1:x", "12:x"] {
+            assert_eq!(Tag::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shared_subscriptions_are_told_apart_from_dollar_topics() {
+        assert_eq!(shared_subscription("$share/g/a/#"), Some("a/#"));
+        assert_eq!(shared_subscription("$share//a"), None);
+        assert_eq!(shared_subscription("$share/g"), None);
+        assert_eq!(shared_subscription("$SYS/#"), None);
     }
 }

@@ -171,6 +171,24 @@ impl Publish {
         }
         out.put_slice(&self.payload);
     }
+
+    /// Appends the whole PUBLISH packet in MQTT 5 with `properties_raw`
+    /// (without their length) in place of its own.
+    pub fn encode_v5_with(&self, properties_raw: &[u8], out: &mut BytesMut) {
+        let qos = self.qos & 0b11;
+        let first = 0x30 | (u8::from(self.dup) << 3) | (qos << 1) | u8::from(self.retain);
+        let len = wire::str_len(&self.topic)
+            + if qos > 0 { 2 } else { 0 }
+            + wire::block_len(properties_raw)
+            + self.payload.len();
+        super::put_fixed_header(out, first, len);
+        wire::put_str(out, &self.topic);
+        if qos > 0 {
+            out.put_u16(self.packet_id.unwrap_or(0));
+        }
+        wire::put_block(out, properties_raw);
+        out.put_slice(&self.payload);
+    }
 }
 
 impl PublishProperties {
