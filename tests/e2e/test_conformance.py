@@ -590,3 +590,21 @@ def test_mqtt5_retain_as_published_keeps_the_retain_flag_on_live_messages(vigil,
     flags = lambda sub: {m.topic.rsplit("/", 1)[1]: m.retain for m in sub.received}
     assert flags(keeps) == {"old": True, "new": True, "plain": False}
     assert flags(clears) == {"old": False, "new": False, "plain": False}
+
+
+def test_mqtt5_no_local_with_topic_aliases_toward_the_client_loses_no_topic(vigil):
+    """A client that allows topic aliases and uses No Local: its own first
+    message on a topic is kept from it, so the router must not have named
+    the topic by alias there (the client would never learn the alias). The
+    front door does not let the router use aliases toward clients."""
+    topic = unique("aliasnl")
+    me = vigil.client(version=V5, connect_properties=_connect_properties(TopicAliasMaximum=5))
+    rc, mid = me.paho.subscribe(f"{topic}/#", options=_options(1, noLocal=True))
+    wait_for(lambda: me._suback(mid), 10, what="SUBACK")
+    me.publish_wait(f"{topic}/a", b"mine", qos=1)
+    other = vigil.client(version=V5)
+    for i in range(3):
+        other.publish_wait(f"{topic}/a", str(i).encode(), qos=1)
+    wait_for(lambda: len(me.received) >= 3, 10, what="the other client's three messages")
+    assert [(m.topic, m.payload) for m in me.received] == [(f"{topic}/a", str(i).encode()) for i in range(3)]
+    assert not me.disconnected.is_set()

@@ -673,7 +673,6 @@ async fn serve_client(
         receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
         client_id: client_id.clone().into(),
         subscriptions: std::sync::Mutex::new(Vec::new()),
-        router_aliases: std::sync::Mutex::new(HashMap::new()),
     });
     let (to_client, to_client_rx) = mpsc::channel::<ToClient>(64);
     let upstream = Upstream {
@@ -1074,6 +1073,17 @@ async fn hand_to_router(
         let tag = Tag::value(will.qos, will.retain, client_id);
         will.properties = codec::with_user_property(&own, TAG, &tag);
     }
+    // The router must not name topics by alias on the way to the client:
+    // the front door reads every topic, and keeps some messages from the
+    // client, which would then miss the alias they set.
+    if !inner.properties.is_empty() {
+        inner.properties = codec::without_property(
+            &inner.properties,
+            codec::property_id::TOPIC_ALIAS_MAXIMUM,
+            "CONNECT",
+        )
+        .map_err(|e| format!("its CONNECT properties are malformed: {e}"))?;
+    }
     inner.client_id = client_id.to_owned();
     // A will on a `$` topic could reach no subscriber (MQTT 4.7.2) but the
     // router would deliver it to `#`; the front door records it all the same.
@@ -1141,8 +1151,6 @@ struct Link {
     /// subscription options (No Local and Retain Handling are the front
     /// door's to keep).
     subscriptions: std::sync::Mutex<Vec<SubscriptionFilter>>,
-    /// MQTT 5: the topics the router named by alias on its way to the client.
-    router_aliases: std::sync::Mutex<HashMap<u16, String>>,
 }
 
 /// What becomes of a packet from the router.
@@ -1223,18 +1231,6 @@ impl Link {
         else {
             return Delivery::AsItIs;
         };
-        let by_alias = publish.topic.is_empty();
-        if let Some(alias) = publish.properties.topic_alias {
-            let mut aliases = self
-                .router_aliases
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if by_alias {
-                publish.topic = aliases.get(&alias).cloned().unwrap_or_default();
-            } else {
-                aliases.insert(alias, publish.topic.clone());
-            }
-        }
         let tag = publish
             .properties
             .user_properties
@@ -1278,9 +1274,6 @@ impl Link {
                         return Delivery::AsItIs;
                     };
                     publish.properties_raw = raw;
-                }
-                if by_alias {
-                    publish.topic.clear();
                 }
             }
         }
