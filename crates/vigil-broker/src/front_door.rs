@@ -688,6 +688,10 @@ async fn serve_client(
         to_client: to_client.clone(),
         answered_qos2: HashSet::new(),
         topic_aliases: Vec::new(),
+        tags: std::array::from_fn(|i| {
+            let tag = Tag::value((i / 2) as u8, i % 2 == 1, &client_id);
+            codec::with_user_property(&[], TAG, &tag)
+        }),
     };
     let mut up = tokio::spawn(upstream.run());
     // What the router sent after CONNACK goes to the client first.
@@ -1424,6 +1428,9 @@ struct Upstream {
     answered_qos2: HashSet<u16>,
     /// MQTT 5 topic aliases the client set: alias `n` at `n - 1`.
     topic_aliases: Vec<Option<String>>,
+    /// The [`TAG`] property for this client's PUBLISHes, encoded, at
+    /// `qos * 2 + retain`.
+    tags: [Bytes; 6],
 }
 
 impl Upstream {
@@ -1570,18 +1577,19 @@ impl Upstream {
                         // would deliver it to `#`.
                         let reserved = publish.topic.starts_with('$');
                         let answer = reserved.then_some((publish.qos, publish.packet_id));
-                        let for_router = if reserved {
-                            None
-                        } else {
-                            Some(self.for_router(&publish)?)
-                        };
+                        if !reserved {
+                            // Written straight into what goes to the router.
+                            out.extend_from_slice(&chunk[from..at]);
+                            from = at;
+                            self.for_router(&publish, &mut out)?;
+                        }
                         if first {
                             self.observe(publish).await?;
                         }
                         if let Some((qos, packet_id)) = answer {
                             self.answer_unrouted(qos, packet_id).await;
                         }
-                        cut = Some(for_router);
+                        cut = Some(None);
                     }
                 },
                 packet_type::PUBACK | packet_type::PUBREC | packet_type::PUBCOMP => {
@@ -1718,28 +1726,25 @@ impl Upstream {
         Ok(publish)
     }
 
-    /// The PUBLISH as the router gets it: in MQTT 5 (the router speaks
-    /// nothing else), its topic written out (no alias), with the front
-    /// door's [`TAG`] saying its QoS, retain flag and publisher, and no
-    /// other property by that name.
-    fn for_router(&self, publish: &Publish) -> Result<Bytes, DisconnectReason> {
+    /// Appends the PUBLISH as the router gets it to `out`: in MQTT 5 (the
+    /// router speaks nothing else), its topic written out (no alias), with
+    /// the front door's [`TAG`] saying its QoS, retain flag and publisher,
+    /// and no other property by that name.
+    fn for_router(&self, publish: &Publish, out: &mut BytesMut) -> Result<(), DisconnectReason> {
         let brought = publish
             .properties
             .user_properties
             .iter()
             .any(|p| p.name == TAG);
-        let properties = if brought {
+        let own = if brought {
             codec::without_user_property(&publish.properties_raw, TAG, "PUBLISH")
                 .map_err(|e| DisconnectReason::ProtocolError(e.to_string()))?
         } else {
             publish.properties_raw.clone()
         };
-        let tag = Tag::value(publish.qos, publish.retain, &self.client_id);
-        let properties = codec::with_user_property(&properties, TAG, &tag);
-        let mut out =
-            BytesMut::with_capacity(publish.remaining_len(MqttVersion::V5) + properties.len() + 8);
-        publish.encode_v5_with(&properties, &mut out);
-        Ok(out.freeze())
+        let tag = &self.tags[usize::from(publish.qos.min(2)) * 2 + usize::from(publish.retain)];
+        publish.encode_v5_with(&[&own, tag], out);
+        Ok(())
     }
 
     async fn forward(&mut self, bytes: &[u8]) -> Result<(), DisconnectReason> {
@@ -1945,44 +1950,44 @@ async fn forward_down(
     // QoS 1 and 2 messages waiting for the client to have room, in order.
     let mut held: VecDeque<Bytes> = VecDeque::new();
     loop {
-        // Forward what is complete, up to the first packet that is not
-        // forwarded as it is.
+        // Everything complete goes in one write: the packets forwarded as
+        // they are (without a copy when all are), and the others' fates.
         let mut end = 0;
-        let mut other = None;
+        // What goes instead of `buf[..end]` once some packet did not go as
+        // it is; `buf[copied..end]` is yet to be added to it.
+        let mut out = BytesMut::new();
+        let mut copied = 0;
         while let Ok(Some(h)) = codec::parse_frame_header(&buf[end..]) {
             let len = h.total_len();
             if end + len > buf.len() {
                 break;
             }
-            match link.fate(&h, &buf[end..end + len], !held.is_empty()) {
-                Fate::Forward => end += len,
-                fate => {
-                    other = Some((len, fate));
-                    break;
+            let packet = &buf[end..end + len];
+            let fate = link.fate(&h, packet, !held.is_empty());
+            if !matches!(fate, Fate::Forward) {
+                out.extend_from_slice(&buf[copied..end]);
+                copied = end + len;
+            }
+            match fate {
+                Fate::Forward | Fate::Drop => {}
+                Fate::Replace(instead) => out.extend_from_slice(&instead),
+                Fate::Hold(instead) => {
+                    held.push_back(instead.unwrap_or_else(|| Bytes::copy_from_slice(packet)))
                 }
             }
+            end += len;
         }
         if end > 0 {
             let chunk = buf.split_to(end).freeze();
-            if client.write(chunk).await.is_err() {
-                return DisconnectReason::Dropped;
-            }
-        }
-        if let Some((len, fate)) = other {
-            let packet = buf.split_to(len).freeze();
-            let sent = match fate {
-                Fate::Forward => client.write(packet).await,
-                Fate::Replace(instead) => client.write(instead).await,
-                Fate::Hold(instead) => {
-                    held.push_back(instead.unwrap_or(packet));
-                    Ok(())
-                }
-                Fate::Drop => Ok(()),
+            let chunk = if copied == 0 {
+                chunk
+            } else {
+                out.extend_from_slice(&chunk[copied..]);
+                out.freeze()
             };
-            if sent.is_err() {
+            if !chunk.is_empty() && client.write(chunk).await.is_err() {
                 return DisconnectReason::Dropped;
             }
-            continue;
         }
         make_room(&mut buf);
         tokio::select! {

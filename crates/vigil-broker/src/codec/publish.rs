@@ -172,21 +172,27 @@ impl Publish {
         out.put_slice(&self.payload);
     }
 
-    /// Appends the whole PUBLISH packet in MQTT 5 with `properties_raw`
-    /// (without their length) in place of its own.
-    pub fn encode_v5_with(&self, properties_raw: &[u8], out: &mut BytesMut) {
+    /// Appends the whole PUBLISH packet in MQTT 5 with a property block
+    /// made of `properties` (encoded properties, joined) in place of its own.
+    pub fn encode_v5_with(&self, properties: &[&[u8]], out: &mut BytesMut) {
         let qos = self.qos & 0b11;
         let first = 0x30 | (u8::from(self.dup) << 3) | (qos << 1) | u8::from(self.retain);
+        let block: usize = properties.iter().map(|p| p.len()).sum();
         let len = wire::str_len(&self.topic)
             + if qos > 0 { 2 } else { 0 }
-            + wire::block_len(properties_raw)
+            + super::remaining_length_len(block)
+            + block
             + self.payload.len();
+        out.reserve(len + 5);
         super::put_fixed_header(out, first, len);
         wire::put_str(out, &self.topic);
         if qos > 0 {
             out.put_u16(self.packet_id.unwrap_or(0));
         }
-        wire::put_block(out, properties_raw);
+        super::encode_remaining_length(block, out);
+        for p in properties {
+            out.put_slice(p);
+        }
         out.put_slice(&self.payload);
     }
 }
