@@ -496,8 +496,10 @@ def test_mqtt5_a_shared_subscription_gets_each_message_once_across_its_group(vig
     assert shared == list(range(10)), shared
 
 
-def _options(qos: int, **kw) -> SubscribeOptions:
-    return SubscribeOptions(qos=qos, **kw)
+def _subscribe_with_options(client, topic_filter: str, qos: int, **options) -> None:
+    """Subscribes with MQTT 5 subscription options (paho's names) and waits for the SUBACK."""
+    rc, mid = client.paho.subscribe(topic_filter, options=SubscribeOptions(qos=qos, **options))
+    wait_for(lambda: client._suback(mid), 10, what=f"SUBACK for {topic_filter}")
 
 
 @pytest.mark.parametrize("transport", ["tcp", "websockets"])
@@ -507,8 +509,7 @@ def test_mqtt5_no_local_keeps_a_clients_own_messages_from_it(vigil, transport):
     messages with exactly the properties it sent."""
     topic = unique("nolocal")
     me = vigil.client(version=V5, transport=transport)
-    rc, mid = me.paho.subscribe(f"{topic}/#", options=_options(1, noLocal=True))
-    wait_for(lambda: me._suback(mid), 10, what="SUBACK")
+    _subscribe_with_options(me, f"{topic}/#", 1, noLocal=True)
     other5 = vigil.client(version=V5, transport=transport)
     other5.subscribe(f"{topic}/#", qos=1)
     for qos in (0, 1, 2):
@@ -541,11 +542,9 @@ def test_mqtt5_retain_handling_2_sends_no_retained_messages_on_subscribe(vigil, 
     topic = unique("rh")
     vigil.client().publish_wait(f"{topic}/kept", b"retained", qos=1, retain=True)
     never = vigil.client(version=V5, transport=transport)
-    rc, mid = never.paho.subscribe(f"{topic}/#", options=_options(1, retainHandling=2))
-    wait_for(lambda: never._suback(mid), 10, what="SUBACK")
+    _subscribe_with_options(never, f"{topic}/#", 1, retainHandling=2)
     always = vigil.client(version=V5, transport=transport)
-    rc, mid = always.paho.subscribe(f"{topic}/#", options=_options(1, retainHandling=0))
-    wait_for(lambda: always._suback(mid), 10, what="SUBACK")
+    _subscribe_with_options(always, f"{topic}/#", 1, retainHandling=0)
     got = always.expect_message(timeout=10, topic=f"{topic}/kept")
     assert (got.payload, got.retain) == (b"retained", True)
     vigil.client().publish_wait(f"{topic}/live", b"live", qos=1)
@@ -578,8 +577,7 @@ def test_mqtt5_retain_as_published_keeps_the_retain_flag_on_live_messages(vigil,
     publisher set (3.1.1 and MQTT 5 publishers alike)."""
     topic = unique("rap")
     keeps = vigil.client(version=V5, transport=transport)
-    rc, mid = keeps.paho.subscribe(f"{topic}/#", options=_options(1, retainAsPublished=True))
-    wait_for(lambda: keeps._suback(mid), 10, what="SUBACK")
+    _subscribe_with_options(keeps, f"{topic}/#", 1, retainAsPublished=True)
     clears = vigil.client(version=V5, transport=transport)
     clears.subscribe(f"{topic}/#", qos=1)
     vigil.client().publish_wait(f"{topic}/old", b"3.1.1", qos=1, retain=True)
@@ -599,8 +597,7 @@ def test_mqtt5_no_local_with_topic_aliases_toward_the_client_loses_no_topic(vigi
     front door does not let the router use aliases toward clients."""
     topic = unique("aliasnl")
     me = vigil.client(version=V5, connect_properties=_connect_properties(TopicAliasMaximum=5))
-    rc, mid = me.paho.subscribe(f"{topic}/#", options=_options(1, noLocal=True))
-    wait_for(lambda: me._suback(mid), 10, what="SUBACK")
+    _subscribe_with_options(me, f"{topic}/#", 1, noLocal=True)
     me.publish_wait(f"{topic}/a", b"mine", qos=1)
     other = vigil.client(version=V5)
     for i in range(3):

@@ -228,13 +228,22 @@ pub fn without_property(
     drop: u8,
     packet: &'static str,
 ) -> Result<bytes::Bytes, CodecError> {
+    keep_properties(raw, packet, |p| p.id != drop)
+}
+
+/// `raw` without the properties `keep` refuses, the others byte for byte.
+fn keep_properties(
+    raw: &[u8],
+    packet: &'static str,
+    keep: impl Fn(&Property<'_>) -> bool,
+) -> Result<bytes::Bytes, CodecError> {
     let mut properties = Properties::new(raw, packet);
     let mut out = bytes::BytesMut::with_capacity(raw.len());
     let mut start = 0;
     while let Some(property) = properties.next() {
         let property = property?;
         let end = raw.len() - properties.reader.left();
-        if property.id != drop {
+        if keep(&property) {
             out.extend_from_slice(&raw[start..end]);
         }
         start = end;
@@ -260,18 +269,11 @@ pub fn without_user_property(
     name: &str,
     packet: &'static str,
 ) -> Result<bytes::Bytes, CodecError> {
-    let mut properties = Properties::new(raw, packet);
-    let mut out = bytes::BytesMut::with_capacity(raw.len());
-    let mut start = 0;
-    while let Some(property) = properties.next() {
-        let property = property?;
-        let end = raw.len() - properties.reader.left();
-        if !matches!(property.value, PropertyValue::Utf8Pair(n, _) if n == name) {
-            out.extend_from_slice(&raw[start..end]);
-        }
-        start = end;
-    }
-    Ok(out.freeze())
+    keep_properties(
+        raw,
+        packet,
+        |p| !matches!(p.value, PropertyValue::Utf8Pair(n, _) if n == name),
+    )
 }
 
 /// Splits a length-prefixed property block off the front of `buf`: returns
