@@ -668,3 +668,22 @@ def test_a_persistent_session_gets_what_was_published_while_it_was_away(vigil, v
     wait_for(lambda: len(back.messages_on(f"{topic}/b")) == 1, 10, what="the QoS 2 message")
     got = [m.payload for m in back.received if not m.topic.endswith("/c")]
     assert got == [b"1", b"2"], got
+
+
+def test_mqtt5_no_local_holds_for_a_session_resumed_without_subscribing_again(vigil):
+    """The options of a kept session's subscriptions hold when the client
+    comes back (session present) and does not subscribe again: No Local
+    still keeps its own messages from it."""
+    topic = unique("resumed")
+    client_id = unique("nl-session")
+    kept = _connect_properties(SessionExpiryInterval=300)
+    first = vigil.client(version=V5, client_id=client_id, clean=False, connect_properties=kept)
+    _subscribe_with_options(first, f"{topic}/#", 1, noLocal=True)
+    first.disconnect()
+    back = vigil.client(version=V5, client_id=client_id, clean=False, connect_properties=kept)
+    assert back.connect_flags.session_present
+    back.publish_wait(f"{topic}/mine", b"mine", qos=1)
+    vigil.client(version=V5).publish_wait(f"{topic}/theirs", b"theirs", qos=1)
+    assert back.expect_message(timeout=10).topic == f"{topic}/theirs"
+    time.sleep(0.3)
+    assert [m.topic for m in back.received] == [f"{topic}/theirs"]

@@ -29,6 +29,22 @@ struct Awaited {
     /// A QoS 2 message the client got at QoS 1: its PUBACK is the router's
     /// PUBREC, and the router's PUBREL is answered here.
     downgraded: bool,
+    /// The client's answer finishes a message it was sent on this
+    /// connection (it counts against its Receive Maximum); not so for what
+    /// the front door answers, nor for a PUBREL the router sends again
+    /// after a reconnect.
+    counted: bool,
+}
+
+impl Awaited {
+    fn new(packet_id: u16, counted: bool) -> Awaited {
+        Awaited {
+            packet_id,
+            answer: None,
+            downgraded: false,
+            counted,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -55,17 +71,17 @@ impl Ledger {
             let Some(Awaited {
                 packet_id,
                 answer: Some(answer),
-                ..
+                downgraded,
+                counted,
             }) = self.publishes.pop_front()
             else {
                 break;
             };
             if answer.first().map(|b| b >> 4) == Some(packet_type::PUBREC) {
-                self.releases.push_back(Awaited {
-                    packet_id,
-                    answer: None,
-                    downgraded: false,
-                });
+                // The client finishes a QoS 2 message with its PUBCOMP,
+                // unless the front door finished it (kept or downgraded).
+                let by_client = counted && !downgraded && !self.answered_here.contains(&packet_id);
+                self.releases.push_back(Awaited::new(packet_id, by_client));
             }
             self.ready.extend_from_slice(&answer);
         }
@@ -131,11 +147,9 @@ impl Deliveries {
     /// The router sent a QoS 1 or 2 PUBLISH that goes to the client (now,
     /// or once it has room: see [`Deliveries::try_send`]).
     pub(crate) fn awaited(&self, packet_id: u16) {
-        self.ledger().publishes.push_back(Awaited {
-            packet_id,
-            answer: None,
-            downgraded: false,
-        });
+        self.ledger()
+            .publishes
+            .push_back(Awaited::new(packet_id, true));
     }
 
     /// Like [`Deliveries::awaited`], for a QoS 2 message the client gets at
@@ -144,9 +158,8 @@ impl Deliveries {
     /// reuse the packet id before the client has answered.
     pub(crate) fn awaited_downgraded(&self, packet_id: u16) {
         self.ledger().publishes.push_back(Awaited {
-            packet_id,
-            answer: None,
             downgraded: true,
+            ..Awaited::new(packet_id, true)
         });
     }
 
@@ -174,9 +187,8 @@ impl Deliveries {
             ledger.answered_here.insert(packet_id);
         }
         ledger.publishes.push_back(Awaited {
-            packet_id,
             answer: Some(publish_ack(kind, packet_id, 0, self.version)),
-            downgraded: false,
+            ..Awaited::new(packet_id, false)
         });
         ledger.release();
         let due = !ledger.ready.is_empty();
@@ -193,6 +205,12 @@ impl Deliveries {
         let mut guard = self.ledger();
         let ledger = &mut *guard;
         if !ledger.answered_here.remove(&packet_id) {
+            // The client's to answer. A PUBREL the router sends again after
+            // a reconnect (for a PUBREC of an earlier connection) is not in
+            // the queue yet: its PUBCOMP takes its turn there all the same.
+            if !ledger.releases.iter().any(|a| a.packet_id == packet_id) {
+                ledger.releases.push_back(Awaited::new(packet_id, false));
+            }
             return false;
         }
         let pubcomp = publish_ack(packet_type::PUBCOMP, packet_id, 0, self.version);
@@ -211,10 +229,6 @@ impl Deliveries {
     pub(crate) fn client_answered(&self, kind: u8, packet_id: u16, bytes: &[u8]) -> Route {
         let mut guard = self.ledger();
         let ledger = &mut *guard;
-        if kind != packet_type::PUBREC {
-            ledger.client_unfinished = ledger.client_unfinished.saturating_sub(1);
-            self.room.notify_one();
-        }
         let nothing_due = ledger.ready.is_empty();
         let queue = if kind == packet_type::PUBCOMP {
             &mut ledger.releases
@@ -224,9 +238,14 @@ impl Deliveries {
         let Some(awaited) = Ledger::answer(queue, packet_id, Bytes::copy_from_slice(bytes)) else {
             return Route::AsItIs;
         };
+        let finishes = kind != packet_type::PUBREC && awaited.counted;
         if awaited.downgraded && kind == packet_type::PUBACK {
             awaited.answer = Some(publish_ack(packet_type::PUBREC, packet_id, 0, self.version));
             ledger.answered_here.insert(packet_id);
+        }
+        if finishes {
+            ledger.client_unfinished = ledger.client_unfinished.saturating_sub(1);
+            self.room.notify_one();
         }
         ledger.release();
         let released = ledger.ready.split().freeze();
@@ -390,6 +409,32 @@ mod tests {
         assert_eq!(d.client_unfinished(), 0);
         assert!(d.release_here(4), "the router's PUBREL is answered here");
         assert_eq!(d.take_ready(), Some(ack(packet_type::PUBCOMP, 4)));
+    }
+
+    #[test]
+    fn a_pubrel_sent_again_after_a_reconnect_keeps_its_turn() {
+        let d = Deliveries::new(MqttVersion::V5);
+        // The router sends again the PUBREL of an earlier connection, then a
+        // message the front door answers itself (published at QoS 0).
+        assert!(!d.release_here(9));
+        d.settle_here(1, 2);
+        assert_eq!(d.take_ready(), Some(ack(packet_type::PUBREC, 1)));
+        assert!(d.release_here(1));
+        assert_eq!(
+            d.take_ready(),
+            None,
+            "PUBCOMP 1 waits for the client's PUBCOMP 9"
+        );
+        let pubcomp9 = ack(packet_type::PUBCOMP, 9);
+        assert_eq!(
+            d.client_answered(packet_type::PUBCOMP, 9, &pubcomp9),
+            Route::Instead(joined(&[pubcomp9, ack(packet_type::PUBCOMP, 1)]))
+        );
+        // That PUBCOMP finished nothing sent on this connection.
+        d.awaited(2);
+        assert!(d.try_send(1));
+        d.awaited(3);
+        assert!(!d.try_send(1));
     }
 
     #[test]

@@ -194,6 +194,39 @@ struct Shared {
     failed_logins: FailedLogins,
     refused_publishes: AtomicU64,
     refused_subscriptions: AtomicU64,
+    /// MQTT 5 sessions kept after their connection: the subscription
+    /// options the router ignores (No Local, Retain As Published, Retain
+    /// Handling) by client id, for when the client comes back to its
+    /// session and does not subscribe again. In memory, as the router's
+    /// sessions are.
+    session_options: std::sync::Mutex<HashMap<String, Vec<SubscriptionFilter>>>,
+}
+
+impl Shared {
+    /// The subscription options of the session a client comes back to
+    /// (`resumed`: the router said session present), or none; a session
+    /// not resumed is forgotten.
+    fn session_options(&self, client_id: &str, resumed: bool) -> Vec<SubscriptionFilter> {
+        let mut kept = self
+            .session_options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match kept.remove(client_id) {
+            Some(options) if resumed => options,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Keeps an MQTT 5 session's subscription options after its connection
+    /// ends, if any differs from what the router does anyway.
+    fn keep_session_options(&self, client_id: &str, subscriptions: &[SubscriptionFilter]) {
+        if subscriptions.iter().any(|s| s.options & !0b11 != 0) {
+            self.session_options
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(client_id.to_owned(), subscriptions.to_vec());
+        }
+    }
 }
 
 /// Refusals counted since start.
@@ -286,6 +319,7 @@ impl Broker {
             wss: wss_acceptor,
             refused_publishes: AtomicU64::new(0),
             refused_subscriptions: AtomicU64::new(0),
+            session_options: std::sync::Mutex::new(HashMap::new()),
         });
         let listeners = [
             (Some(mqtt), Transport::Tcp),
@@ -672,8 +706,12 @@ async fn serve_client(
         maximum_packet_size: limits.maximum_packet_size.map(|m| m as usize),
         receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
         client_id: client_id.clone().into(),
-        subscriptions: std::sync::Mutex::new(Vec::new()),
+        subscriptions: std::sync::Mutex::new(shared.session_options(
+            &client_id,
+            version == MqttVersion::V5 && connack.session_present,
+        )),
     });
+    let keeps_session = limits.session_expiry_interval.unwrap_or(0) > 0;
     let (to_client, to_client_rx) = mpsc::channel::<ToClient>(64);
     let upstream = Upstream {
         shared: shared.clone(),
@@ -701,7 +739,7 @@ async fn serve_client(
         leftover,
         writer,
         to_client_rx,
-        link,
+        link.clone(),
     ));
     let (reason, router_writer) = tokio::select! {
         // Upstream first: when the client goes, upstream's end closes the
@@ -786,6 +824,9 @@ async fn serve_client(
     }
     up.abort();
     drop(router_writer);
+    if keeps_session {
+        shared.keep_session_options(&client_id, &link.subscriptions());
+    }
     shared.connected.fetch_sub(1, Ordering::Relaxed);
     drop(claim);
     tracing::debug!(client_id, "client disconnected: {reason}");
