@@ -21,6 +21,10 @@ use tokio::sync::Notify;
 
 use crate::codec::{packet_type, publish_ack, MqttVersion};
 
+/// The answers here go to the router, which speaks MQTT 5 (a success is
+/// the same two bytes in 3.1.1).
+const ROUTER: MqttVersion = MqttVersion::V5;
+
 /// One message (or QoS 2 release) the router waits to hear about.
 struct Awaited {
     packet_id: u16,
@@ -123,7 +127,6 @@ pub(crate) enum Route {
 /// The ledger of one connection, shared by its two tasks.
 pub(crate) struct Deliveries {
     ledger: Mutex<Ledger>,
-    version: MqttVersion,
     /// Wakes the upstream task when answers are ready for the router.
     pub(crate) ready: Notify,
     /// Wakes the downstream task when the client finished a message.
@@ -131,10 +134,9 @@ pub(crate) struct Deliveries {
 }
 
 impl Deliveries {
-    pub(crate) fn new(version: MqttVersion) -> Deliveries {
+    pub(crate) fn new() -> Deliveries {
         Deliveries {
             ledger: Mutex::new(Ledger::default()),
-            version,
             ready: Notify::new(),
             room: Notify::new(),
         }
@@ -187,9 +189,14 @@ impl Deliveries {
             ledger.answered_here.insert(packet_id);
         }
         ledger.publishes.push_back(Awaited {
-            answer: Some(publish_ack(kind, packet_id, 0, self.version)),
+            answer: Some(publish_ack(kind, packet_id, 0, ROUTER)),
             ..Awaited::new(packet_id, false)
         });
+        self.release(ledger);
+    }
+
+    /// Releases what is due and wakes the upstream task to write it.
+    fn release(&self, mut ledger: std::sync::MutexGuard<'_, Ledger>) {
         ledger.release();
         let due = !ledger.ready.is_empty();
         drop(ledger);
@@ -213,14 +220,9 @@ impl Deliveries {
             }
             return false;
         }
-        let pubcomp = publish_ack(packet_type::PUBCOMP, packet_id, 0, self.version);
+        let pubcomp = publish_ack(packet_type::PUBCOMP, packet_id, 0, ROUTER);
         Ledger::answer(&mut ledger.releases, packet_id, pubcomp);
-        ledger.release();
-        let due = !ledger.ready.is_empty();
-        drop(guard);
-        if due {
-            self.ready.notify_one();
-        }
+        self.release(guard);
         true
     }
 
@@ -240,7 +242,7 @@ impl Deliveries {
         };
         let finishes = kind != packet_type::PUBREC && awaited.counted;
         if awaited.downgraded && kind == packet_type::PUBACK {
-            awaited.answer = Some(publish_ack(packet_type::PUBREC, packet_id, 0, self.version));
+            awaited.answer = Some(publish_ack(packet_type::PUBREC, packet_id, 0, ROUTER));
             ledger.answered_here.insert(packet_id);
         }
         if finishes {
@@ -290,7 +292,7 @@ mod tests {
 
     #[test]
     fn answers_in_order_pass_as_they_are() {
-        let d = Deliveries::new(MqttVersion::V311);
+        let d = Deliveries::new();
         d.forwarded(1);
         d.forwarded(2);
         assert_eq!(d.client_unfinished(), 2);
@@ -310,7 +312,7 @@ mod tests {
 
     #[test]
     fn an_answer_of_the_front_door_waits_for_earlier_ones() {
-        let d = Deliveries::new(MqttVersion::V311);
+        let d = Deliveries::new();
         d.forwarded(1);
         d.settle_here(2, 1);
         d.forwarded(3);
@@ -330,7 +332,7 @@ mod tests {
 
     #[test]
     fn the_front_doors_answer_goes_at_once_when_nothing_is_before_it() {
-        let d = Deliveries::new(MqttVersion::V311);
+        let d = Deliveries::new();
         d.settle_here(7, 1);
         assert_eq!(d.take_ready(), Some(ack(packet_type::PUBACK, 7)));
         assert_eq!(d.take_ready(), None);
@@ -338,7 +340,7 @@ mod tests {
 
     #[test]
     fn an_answer_out_of_turn_waits() {
-        let d = Deliveries::new(MqttVersion::V311);
+        let d = Deliveries::new();
         d.forwarded(1);
         d.forwarded(2);
         let puback2 = ack(packet_type::PUBACK, 2);
@@ -355,7 +357,7 @@ mod tests {
 
     #[test]
     fn qos2_kept_from_the_client_is_completed_in_turn() {
-        let d = Deliveries::new(MqttVersion::V311);
+        let d = Deliveries::new();
         d.forwarded(1); // QoS 2, the client's
         d.settle_here(2, 2);
         let pubrec1 = ack(packet_type::PUBREC, 1);
@@ -383,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_client_gets_no_more_than_its_receive_maximum() {
-        let d = Deliveries::new(MqttVersion::V5);
+        let d = Deliveries::new();
         d.awaited(1);
         assert!(d.try_send(1));
         d.awaited(2);
@@ -398,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_qos2_message_the_client_got_at_qos1_is_finished_with_the_router_here() {
-        let d = Deliveries::new(MqttVersion::V311);
+        let d = Deliveries::new();
         d.awaited_downgraded(4);
         assert!(d.try_send(10));
         let puback = ack(packet_type::PUBACK, 4);
@@ -413,7 +415,7 @@ mod tests {
 
     #[test]
     fn a_pubrel_sent_again_after_a_reconnect_keeps_its_turn() {
-        let d = Deliveries::new(MqttVersion::V5);
+        let d = Deliveries::new();
         // The router sends again the PUBREL of an earlier connection, then a
         // message the front door answers itself (published at QoS 0).
         assert!(!d.release_here(9));
@@ -439,7 +441,7 @@ mod tests {
 
     #[test]
     fn an_unknown_answer_is_left_to_the_router() {
-        let d = Deliveries::new(MqttVersion::V311);
+        let d = Deliveries::new();
         let puback = ack(packet_type::PUBACK, 9);
         assert_eq!(
             d.client_answered(packet_type::PUBACK, 9, &puback),

@@ -84,6 +84,12 @@ const NO_SUBSCRIBERS: u8 = 0x10;
 /// sends with it.
 const TAG: &str = "vigil-front-door";
 
+/// MQTT 3.1.1 SUBACK return code "Failure".
+const SUBACK_FAILURE: u8 = 0x80;
+/// How many topic aliases an MQTT 5 client may set on one connection (the
+/// front door resolves them; see [`Upstream::resolve_topic_alias`]).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+
 /// What [`TAG`] says: `<qos>[r]:<client id>`.
 #[derive(Debug, PartialEq, Eq)]
 struct Tag<'a> {
@@ -111,11 +117,6 @@ impl<'a> Tag<'a> {
         })
     }
 }
-/// MQTT 3.1.1 SUBACK return code "Failure".
-const SUBACK_FAILURE: u8 = 0x80;
-/// How many topic aliases an MQTT 5 client may set on one connection (the
-/// front door resolves them; see [`Upstream::resolve_topic_alias`]).
-pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
 /// Who may connect and what they may do, and the TLS certificate.
 pub struct Security {
@@ -702,7 +703,7 @@ async fn serve_client(
         injected_pings: AtomicU32::new(0),
         version,
         pending_subacks: std::sync::Mutex::new(HashMap::new()),
-        deliveries: Deliveries::new(version),
+        deliveries: Deliveries::new(),
         maximum_packet_size: limits.maximum_packet_size.map(|m| m as usize),
         receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
         client_id: client_id.clone().into(),
@@ -1628,7 +1629,7 @@ impl Upstream {
                             self.observe(publish).await?;
                         }
                         if let Some((qos, packet_id)) = answer {
-                            self.answer_unrouted(qos, packet_id).await;
+                            self.answer_here(qos, packet_id, NO_SUBSCRIBERS).await;
                         }
                         cut = Some(None);
                     }
@@ -1811,28 +1812,21 @@ impl Upstream {
         } else {
             tracing::debug!(client_id = %self.client_id, topic = %publish.topic, "dropped a PUBLISH outside what the client may publish");
         }
-        let ack = match (publish.qos, publish.packet_id) {
-            (1, Some(id)) => publish_ack(packet_type::PUBACK, id, NOT_AUTHORIZED, self.version),
-            (2, Some(id)) => {
-                if self.version == MqttVersion::V311 {
-                    self.answered_qos2.insert(id);
-                }
-                publish_ack(packet_type::PUBREC, id, NOT_AUTHORIZED, self.version)
-            }
-            _ => return,
-        };
-        let _ = self.to_client.send(ToClient::Send(ack)).await;
+        self.answer_here(publish.qos, publish.packet_id, NOT_AUTHORIZED)
+            .await;
     }
 
-    /// Acknowledges a PUBLISH the front door accepted and kept from the
-    /// router because nobody subscribes to it (MQTT 5: "no matching
-    /// subscribers", a success).
-    async fn answer_unrouted(&mut self, qos: u8, packet_id: Option<u16>) {
+    /// Answers a PUBLISH that does not go to the router (refused, or one no
+    /// subscriber can be owed) with `reason`. A QoS 2 flow that goes on
+    /// (3.1.1, or a success) has its PUBREL answered here too.
+    async fn answer_here(&mut self, qos: u8, packet_id: Option<u16>, reason: u8) {
         let ack = match (qos, packet_id) {
-            (1, Some(id)) => publish_ack(packet_type::PUBACK, id, NO_SUBSCRIBERS, self.version),
+            (1, Some(id)) => publish_ack(packet_type::PUBACK, id, reason, self.version),
             (2, Some(id)) => {
-                self.answered_qos2.insert(id);
-                publish_ack(packet_type::PUBREC, id, NO_SUBSCRIBERS, self.version)
+                if reason < 0x80 || self.version == MqttVersion::V311 {
+                    self.answered_qos2.insert(id);
+                }
+                publish_ack(packet_type::PUBREC, id, reason, self.version)
             }
             _ => return,
         };
@@ -1855,20 +1849,14 @@ impl Upstream {
         // published there, so the subscription is true and stays empty.
         // A shared subscription (`$share/<group>/<filter>`) is the router's,
         // with the rights of its filter.
-        let refused_here = |f: &SubscriptionFilter| match shared_subscription(&f.filter) {
-            Some(filter) => !self.rights.may_subscribe(filter),
-            None => !f.filter.starts_with('$') && !self.rights.may_subscribe(&f.filter),
-        };
         let slots: Vec<Option<u8>> = subscribe
             .filters
             .iter()
-            .map(|f| {
-                if refused_here(f) {
-                    Some(refused_code)
-                } else if f.filter.starts_with('$') && shared_subscription(&f.filter).is_none() {
-                    Some(f.qos())
-                } else {
-                    None
+            .map(|f| match shared_subscription(&f.filter) {
+                None if f.filter.starts_with('$') => Some(f.qos()),
+                shared => {
+                    let filter = shared.unwrap_or(&f.filter);
+                    (!self.rights.may_subscribe(filter)).then_some(refused_code)
                 }
             })
             .collect();
@@ -1889,8 +1877,9 @@ impl Upstream {
         let refused: Vec<&str> = subscribe
             .filters
             .iter()
-            .filter(|f| refused_here(f))
-            .map(|f| f.filter.as_str())
+            .zip(&slots)
+            .filter(|(_, slot)| **slot == Some(refused_code))
+            .map(|(f, _)| f.filter.as_str())
             .collect();
         if !refused.is_empty() {
             self.shared
