@@ -195,38 +195,34 @@ struct Shared {
     failed_logins: FailedLogins,
     refused_publishes: AtomicU64,
     refused_subscriptions: AtomicU64,
-    /// MQTT 5 sessions kept after their connection: the subscription
-    /// options the router ignores (No Local, Retain As Published, Retain
-    /// Handling) by client id, for when the client comes back to its
-    /// session and does not subscribe again. In memory, as the router's
-    /// sessions are.
-    session_options: std::sync::Mutex<HashMap<String, Vec<SubscriptionFilter>>>,
+    /// MQTT 5 sessions kept after their connection: their subscriptions
+    /// with the options the router ignores (No Local, Retain As Published,
+    /// Retain Handling), by client id, shared with the connection that has
+    /// the session, so a client that comes back without subscribing again
+    /// finds them, however soon. In memory, as the router's sessions are.
+    session_subscriptions: std::sync::Mutex<HashMap<String, Subscriptions>>,
 }
 
+/// A client's subscriptions as the front door knows them.
+type Subscriptions = Arc<std::sync::Mutex<Vec<SubscriptionFilter>>>;
+
 impl Shared {
-    /// The subscription options of the session a client comes back to
-    /// (`resumed`: the router said session present), or none; a session
-    /// not resumed is forgotten.
-    fn session_options(&self, client_id: &str, resumed: bool) -> Vec<SubscriptionFilter> {
-        let mut kept = self
-            .session_options
+    /// The subscriptions of a connection: those of the session it resumes
+    /// (`resumed`: the router said session present), or none; kept for the
+    /// next connection if the session outlives this one (`kept`).
+    fn subscriptions_of(&self, client_id: &str, resumed: bool, kept: bool) -> Subscriptions {
+        let mut sessions = self
+            .session_subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        match kept.remove(client_id) {
-            Some(options) if resumed => options,
-            _ => Vec::new(),
+        let subscriptions = match sessions.remove(client_id) {
+            Some(subscriptions) if resumed => subscriptions,
+            _ => Subscriptions::default(),
+        };
+        if kept {
+            sessions.insert(client_id.to_owned(), subscriptions.clone());
         }
-    }
-
-    /// Keeps an MQTT 5 session's subscription options after its connection
-    /// ends, if any differs from what the router does anyway.
-    fn keep_session_options(&self, client_id: &str, subscriptions: &[SubscriptionFilter]) {
-        if subscriptions.iter().any(|s| s.options & !0b11 != 0) {
-            self.session_options
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(client_id.to_owned(), subscriptions.to_vec());
-        }
+        subscriptions
     }
 }
 
@@ -320,7 +316,7 @@ impl Broker {
             wss: wss_acceptor,
             refused_publishes: AtomicU64::new(0),
             refused_subscriptions: AtomicU64::new(0),
-            session_options: std::sync::Mutex::new(HashMap::new()),
+            session_subscriptions: std::sync::Mutex::new(HashMap::new()),
         });
         let listeners = [
             (Some(mqtt), Transport::Tcp),
@@ -707,12 +703,12 @@ async fn serve_client(
         maximum_packet_size: limits.maximum_packet_size.map(|m| m as usize),
         receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
         client_id: client_id.clone().into(),
-        subscriptions: std::sync::Mutex::new(shared.session_options(
+        subscriptions: shared.subscriptions_of(
             &client_id,
             version == MqttVersion::V5 && connack.session_present,
-        )),
+            version == MqttVersion::V5 && limits.session_expiry_interval.unwrap_or(0) > 0,
+        ),
     });
-    let keeps_session = limits.session_expiry_interval.unwrap_or(0) > 0;
     let (to_client, to_client_rx) = mpsc::channel::<ToClient>(64);
     let upstream = Upstream {
         shared: shared.clone(),
@@ -740,7 +736,7 @@ async fn serve_client(
         leftover,
         writer,
         to_client_rx,
-        link.clone(),
+        link,
     ));
     let (reason, router_writer) = tokio::select! {
         // Upstream first: when the client goes, upstream's end closes the
@@ -825,9 +821,6 @@ async fn serve_client(
     }
     up.abort();
     drop(router_writer);
-    if keeps_session {
-        shared.keep_session_options(&client_id, &link.subscriptions());
-    }
     shared.connected.fetch_sub(1, Ordering::Relaxed);
     drop(claim);
     tracing::debug!(client_id, "client disconnected: {reason}");
@@ -1196,7 +1189,7 @@ struct Link {
     /// MQTT 5: the filters the router has for this client, with their
     /// subscription options (No Local and Retain Handling are the front
     /// door's to keep).
-    subscriptions: std::sync::Mutex<Vec<SubscriptionFilter>>,
+    subscriptions: Subscriptions,
 }
 
 /// What becomes of a packet from the router.
