@@ -152,7 +152,7 @@ pub(super) fn to_json(value: &Value) -> serde_json::Value {
                 .map(|(k, v)| {
                     let key = match k {
                         Value::Text(t) => t.clone(),
-                        other => to_json(other).to_string(),
+                        other => shortened(to_json(other).to_string()),
                     };
                     (key, to_json(v))
                 })
@@ -163,9 +163,40 @@ pub(super) fn to_json(value: &Value) -> serde_json::Value {
     }
 }
 
+/// How much of a map key that is not text is written out: such a key is
+/// its JSON, and a key that is a map of map keys would otherwise grow
+/// exponentially with the nesting (each level escapes the quotes of the one
+/// inside; the fuzzer found 2 GiB from 100 bytes).
+const MAX_KEY_CHARS: usize = 256;
+
+fn shortened(mut key: String) -> String {
+    if let Some((cut, _)) = key.char_indices().nth(MAX_KEY_CHARS) {
+        key.truncate(cut);
+        key.push('…');
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_that_are_maps_of_map_keys_stay_short() {
+        // 40 maps, each the key of the next: {{{..: 4}: 4}: 4}
+        let mut value = Value::Integer(4.into());
+        for _ in 0..40 {
+            value = Value::Map(vec![(value, Value::Integer(4.into()))]);
+        }
+        let json = to_json(&Value::Map(vec![(value, Value::Null)]));
+        let key = json.as_object().unwrap().keys().next().unwrap().clone();
+        assert!(
+            key.chars().count() <= MAX_KEY_CHARS + 1,
+            "{} chars",
+            key.len()
+        );
+        assert!(key.starts_with("{\""));
+    }
 
     fn pairs(payload: &[u8]) -> Vec<(String, f64)> {
         metrics(&parse(payload).expect("valid CBOR"))
