@@ -25,6 +25,7 @@ pub mod decode;
 pub mod identity;
 pub mod observation;
 pub mod presence;
+pub mod session;
 #[cfg(test)]
 mod testing;
 pub mod time;

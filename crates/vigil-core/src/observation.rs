@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 use crate::coap::CoapEvent;
+use crate::session::SessionChange;
 use crate::time::Micros;
 
 /// One thing a source saw, with the time it saw it.
@@ -20,6 +21,9 @@ pub enum Observation {
     Connection(ConnectionEvent),
     /// A CoAP device answered, sent a reading, or stopped answering.
     Coap(CoapEvent),
+    /// An MQTT session kept for a client changed (to be stored, so it
+    /// outlives a restart), with when.
+    Session(Micros, SessionChange),
 }
 
 impl Observation {
@@ -29,6 +33,7 @@ impl Observation {
             Observation::Message(m) => m.at,
             Observation::Connection(c) => c.at,
             Observation::Coap(c) => c.at,
+            Observation::Session(at, _) => *at,
         }
     }
 }

@@ -271,6 +271,9 @@ impl Ingest {
         match observation {
             Observation::Message(m) => self.message(m).await,
             Observation::Coap(c) => self.coap(c).await,
+            Observation::Session(_, change) => {
+                let _ = self.writer.change(Change::Session(change)).await;
+            }
             Observation::Connection(c) => {
                 let (outcome, reason) = match &c.outcome {
                     ConnectionOutcome::Connected { .. } => ("connected", None),

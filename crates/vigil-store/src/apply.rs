@@ -225,6 +225,7 @@ pub(crate) async fn change(
             .execute(&mut *conn)
             .await?;
         }
+        Change::Session(session) => crate::sessions::apply(conn, session).await?,
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 use serde::Serialize;
 use vigil_core::alert::Alert;
 use vigil_core::presence::{DevicePresence, Transition};
+use vigil_core::session::SessionChange;
 use vigil_core::Micros;
 
 /// One change, applied by the writer.
@@ -101,6 +102,8 @@ pub enum Change {
         /// Why it failed, in words.
         error: String,
     },
+    /// An MQTT session kept for a client changed.
+    Session(SessionChange),
 }
 
 /// What a convention says about a device.

@@ -34,6 +34,7 @@ mod changes;
 mod devices;
 mod error;
 mod retention;
+mod sessions;
 mod sql;
 mod store;
 #[cfg(test)]
