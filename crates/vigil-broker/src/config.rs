@@ -37,6 +37,10 @@ pub struct BrokerConfig {
     pub max_payload: usize,
     /// Connections open at once; further ones are closed at accept.
     pub max_connections: usize,
+    /// Messages queued per kept session while its client is away (MQTT
+    /// 3.1.1 clean session 0, MQTT 5 a Session Expiry Interval); past it,
+    /// newer ones are dropped for that client and logged.
+    pub max_queued_messages: usize,
     /// How long a new connection may take to complete its WebSocket handshake
     /// and send CONNECT.
     #[serde(with = "millis", rename = "connect_timeout_ms")]
@@ -57,6 +61,7 @@ impl Default for BrokerConfig {
             ws_path: "/mqtt".to_owned(),
             max_payload: 1024 * 1024,
             max_connections: 10_000,
+            max_queued_messages: 1_000,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -78,6 +83,9 @@ impl BrokerConfig {
                     ));
                 }
             }
+        }
+        if self.max_queued_messages == 0 {
+            return Err("broker.max_queued_messages is 0; it must be at least 1".to_owned());
         }
         Ok(())
     }

@@ -31,8 +31,11 @@ use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use vigil_core::session::{
+    AwaySession, KeptSession, KeptSubscription, SessionChange, NEVER_EXPIRES,
+};
 use vigil_core::{
-    now_micros, ConnectionEvent, ConnectionOutcome, DisconnectReason, Message, MqttVersion,
+    now_micros, ConnectionEvent, ConnectionOutcome, DisconnectReason, Message, Micros, MqttVersion,
     Observation, Transport,
 };
 
@@ -51,6 +54,8 @@ use crate::stream::{
     make_room, split_tcp, split_tls, split_ws, split_wss, ClientReader, ClientWriter, TlsTcp,
 };
 use crate::tls::{Acceptor, TlsMaterial};
+
+mod away;
 
 /// How often the front door pings the router on behalf of a quiet client, so
 /// the router's own keepalive (set to its maximum) never expires.
@@ -201,10 +206,22 @@ struct Shared {
     /// the session, so a client that comes back without subscribing again
     /// finds them, however soon. In memory, as the router's sessions are.
     session_subscriptions: std::sync::Mutex<HashMap<String, Subscriptions>>,
+    /// Stand-ins for the clients whose session is kept while they are away.
+    absences: away::Absences,
 }
 
 /// A client's subscriptions as the front door knows them.
 type Subscriptions = Arc<std::sync::Mutex<Vec<SubscriptionFilter>>>;
+
+/// What the last run left for the broker, taken back before any client is
+/// let in.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// Retained messages: topic and payload.
+    pub retained: Vec<(String, Bytes)>,
+    /// Kept sessions, with the messages queued for their clients.
+    pub sessions: Vec<AwaySession>,
+}
 
 impl Shared {
     /// The subscriptions of a connection: those of the session it resumes
@@ -223,6 +240,65 @@ impl Shared {
             sessions.insert(client_id.to_owned(), subscriptions.clone());
         }
         subscriptions
+    }
+
+    /// Takes back retained messages first (so a session subscribing again
+    /// does not take them for new ones), then every kept session that has
+    /// not expired: a stand-in subscribes its filters in the router and
+    /// holds its queue until the client returns.
+    async fn resume(self: &Arc<Self>, resume: Resume) {
+        for (topic, payload) in resume.retained {
+            if let Err(e) = self.router.publish(&topic, payload, true).await {
+                tracing::warn!(topic, "could not restore a retained message: {e}");
+            }
+        }
+        let sessions = resume.sessions.len();
+        let queued: usize = resume.sessions.iter().map(|s| s.queue.len()).sum();
+        for AwaySession { mut session, queue } in resume.sessions {
+            // Away since the last run ended if it was connected then.
+            session.away_since = session.away_since.or(Some(now_micros()));
+            let filters = session.subscriptions.iter().map(|s| SubscriptionFilter {
+                filter: s.filter.clone(),
+                options: s.options,
+            });
+            self.session_subscriptions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    session.client_id.clone(),
+                    Arc::new(std::sync::Mutex::new(filters.collect())),
+                );
+            self.absences.begin(self, session, queue, true);
+        }
+        if sessions > 0 {
+            tracing::info!(
+                "took back {sessions} kept MQTT session(s) with {queued} queued message(s)"
+            );
+        }
+    }
+
+    /// Whether a session is known for `client_id`.
+    fn has_session(&self, client_id: &str) -> bool {
+        self.session_subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(client_id)
+    }
+
+    /// The session of `client_id` ended: its subscriptions are forgotten.
+    fn forget_session(&self, client_id: &str) {
+        self.session_subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(client_id);
+    }
+
+    /// Tells the store about a kept session.
+    async fn report_session(&self, change: SessionChange) {
+        let _ = self
+            .observations
+            .send(Observation::Session(now_micros(), change))
+            .await;
     }
 }
 
@@ -244,13 +320,23 @@ impl Broker {
         Broker::start_with(config, Security::default(), observations).await
     }
 
-    /// Binds the listeners, starts the router and begins accepting clients.
-    /// What the broker sees goes to `observations`; when that channel is full,
-    /// publishers wait.
+    /// [`Broker::start_resuming`] with nothing to take back.
     pub async fn start_with(
         config: BrokerConfig,
         security: Security,
         observations: mpsc::Sender<Observation>,
+    ) -> Result<Broker, BrokerError> {
+        Broker::start_resuming(config, security, observations, Resume::default()).await
+    }
+
+    /// Binds the listeners, starts the router, takes back what the last run
+    /// left (`resume`) and begins accepting clients. What the broker sees
+    /// goes to `observations`; when that channel is full, publishers wait.
+    pub async fn start_resuming(
+        config: BrokerConfig,
+        security: Security,
+        observations: mpsc::Sender<Observation>,
+        resume: Resume,
     ) -> Result<Broker, BrokerError> {
         config.validate().map_err(BrokerError::Config)?;
         if config.max_payload == 0 || config.max_payload > 256 * 1024 * 1024 - PACKET_OVERHEAD {
@@ -317,7 +403,9 @@ impl Broker {
             refused_publishes: AtomicU64::new(0),
             refused_subscriptions: AtomicU64::new(0),
             session_subscriptions: std::sync::Mutex::new(HashMap::new()),
+            absences: away::Absences::default(),
         });
+        shared.resume(resume).await;
         let listeners = [
             (Some(mqtt), Transport::Tcp),
             (ws, Transport::Ws),
@@ -507,7 +595,7 @@ async fn serve_client(
     let config = &shared.config;
     let opening = timeout(config.connect_timeout, open(stream, transport, shared)).await;
     let Opened {
-        reader,
+        mut reader,
         mut writer,
         buf,
         connect,
@@ -609,7 +697,27 @@ async fn serve_client(
         client_id = format!("auto-{suffix:016x}");
     }
 
+    let limits = match version {
+        MqttVersion::V5 => connect.properties_v5().unwrap_or_default(),
+        MqttVersion::V311 => Default::default(),
+    };
+    // How long the session outlives the connection (0: it ends with it).
+    let session_expiry = match version {
+        MqttVersion::V311 if connect.clean_start => 0,
+        MqttVersion::V311 => NEVER_EXPIRES,
+        MqttVersion::V5 => limits.session_expiry_interval.unwrap_or(0),
+    };
     let claim = shared.sessions.claim(&client_id);
+    // The client is back: the stand-in that held its session leaves, with
+    // what it queued.
+    let queued = shared.absences.end(&client_id).await;
+    let known = queued.is_some() || shared.has_session(&client_id);
+    if connect.clean_start && session_expiry > 0 {
+        // MQTT 5 clean start with a session to keep: the old one goes now
+        // (told clean start, rumqttd would keep no session at all).
+        away::end_router_session(shared, &client_id).await;
+    }
+    let router_clean_start = connect.clean_start && session_expiry == 0;
     let handoff = timeout(
         Duration::from_secs(10),
         hand_to_router(
@@ -617,6 +725,7 @@ async fn serve_client(
             &connect,
             &client_id,
             &shared.router.secret,
+            router_clean_start,
         ),
     )
     .await;
@@ -691,10 +800,16 @@ async fn serve_client(
     shared.connected.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(client_id, %peer, ?transport, ?version, "client connected");
 
-    let limits = match version {
-        MqttVersion::V5 => connect.properties_v5().unwrap_or_default(),
-        MqttVersion::V311 => Default::default(),
-    };
+    let resumed = connack.session_present;
+    if known && !resumed {
+        // A session the router no longer had: its queue goes with it.
+        shared
+            .report_session(SessionChange::Ended {
+                client_id: client_id.clone(),
+            })
+            .await;
+    }
+    let mut queued = queued.filter(|_| resumed).unwrap_or_default();
     let link = Arc::new(Link {
         injected_pings: AtomicU32::new(0),
         version,
@@ -703,12 +818,36 @@ async fn serve_client(
         maximum_packet_size: limits.maximum_packet_size.map(|m| m as usize),
         receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
         client_id: client_id.clone().into(),
-        subscriptions: shared.subscriptions_of(
-            &client_id,
-            version == MqttVersion::V5 && connack.session_present,
-            version == MqttVersion::V5 && limits.session_expiry_interval.unwrap_or(0) > 0,
-        ),
+        subscriptions: shared.subscriptions_of(&client_id, resumed, !router_clean_start),
+        session_expiry: AtomicU32::new(session_expiry),
     });
+    if session_expiry > 0 {
+        shared
+            .report_session(SessionChange::Kept(link.kept_session(None)))
+            .await;
+    }
+    let mut buf = buf;
+    if !queued.is_empty() {
+        // Messages queued while it was away go first. Whatever ended the
+        // delivery ends the connection the usual way below.
+        let (through, _) = away::deliver(
+            &link,
+            &mut reader,
+            &mut writer,
+            &mut buf,
+            &mut queued,
+            connect.keepalive,
+        )
+        .await;
+        if let Some(through) = through {
+            shared
+                .report_session(SessionChange::Delivered {
+                    client_id: client_id.clone(),
+                    through,
+                })
+                .await;
+        }
+    }
     let (to_client, to_client_rx) = mpsc::channel::<ToClient>(64);
     let upstream = Upstream {
         shared: shared.clone(),
@@ -736,7 +875,7 @@ async fn serve_client(
         leftover,
         writer,
         to_client_rx,
-        link,
+        link.clone(),
     ));
     let (reason, router_writer) = tokio::select! {
         // Upstream first: when the client goes, upstream's end closes the
@@ -822,6 +961,30 @@ async fn serve_client(
     up.abort();
     drop(router_writer);
     shared.connected.fetch_sub(1, Ordering::Relaxed);
+    // The session outlives the connection: a stand-in holds it (not while
+    // Vigil stops: the store has it for the next start), unless the client
+    // already came back on another connection.
+    if !claim.taken_over() {
+        match link.session_expiry.load(Ordering::Acquire) {
+            0 if router_clean_start => {}
+            0 => {
+                // MQTT 5 Session Expiry 0: the session ends with the
+                // connection; rumqttd, told no clean start, kept it.
+                let mut ended = link.kept_session(Some(now_micros()));
+                ended.expiry_s = 0;
+                shared.absences.begin(shared, ended, Vec::new(), false);
+            }
+            _ => {
+                let session = link.kept_session(Some(now_micros()));
+                shared
+                    .report_session(SessionChange::Kept(session.clone()))
+                    .await;
+                if reason != DisconnectReason::Shutdown {
+                    shared.absences.begin(shared, session, queued.into(), false);
+                }
+            }
+        }
+    }
     drop(claim);
     tracing::debug!(client_id, "client disconnected: {reason}");
     let sends_will = reason.sends_will() && reason != DisconnectReason::Shutdown;
@@ -1072,11 +1235,15 @@ type Handoff = (OwnedReadHalf, OwnedWriteHalf, BytesMut, ConnAck);
 
 /// Connects to the router, logs in over MQTT 5 with the secret on the
 /// client's behalf and returns the router's CONNACK.
+/// `clean_start` is what the router is told: the session is the front
+/// door's to keep or end (see [`away`]), and rumqttd keeps one exactly when
+/// a connection had no clean start.
 async fn hand_to_router(
     addr: SocketAddr,
     connect: &Connect,
     client_id: &str,
     secret: &str,
+    clean_start: bool,
 ) -> Result<Handoff, String> {
     let stream = TcpStream::connect(addr)
         .await
@@ -1084,12 +1251,13 @@ async fn hand_to_router(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let mut inner = connect.clone();
+    inner.clean_start = clean_start;
     if inner.level != 5 {
         // MQTT 3.1 and 3.1.1 in MQTT 5 words: no properties, except that a
         // session kept after the connection ends is one that never expires.
         inner.level = 5;
         inner.protocol_name = "MQTT".to_owned();
-        inner.properties = if connect.clean_start {
+        inner.properties = if clean_start {
             Bytes::new()
         } else {
             Bytes::from_static(&[
@@ -1186,10 +1354,13 @@ struct Link {
     /// (its CONNECT says; 65,535 when it does not).
     receive_maximum: usize,
     client_id: Arc<str>,
-    /// MQTT 5: the filters the router has for this client, with their
-    /// subscription options (No Local and Retain Handling are the front
-    /// door's to keep).
+    /// The filters the router has for this client, with their
+    /// subscription options (MQTT 5 No Local and Retain Handling are the
+    /// front door's to keep), kept with the session.
     subscriptions: Subscriptions,
+    /// Seconds the session outlives the connection (0: it ends with it;
+    /// [`NEVER_EXPIRES`]); an MQTT 5 DISCONNECT may change it.
+    session_expiry: AtomicU32,
 }
 
 /// What becomes of a packet from the router.
@@ -1240,6 +1411,24 @@ impl Link {
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// This connection's session as the store keeps it, the client away
+    /// since `away_since` (`None`: connected).
+    fn kept_session(&self, away_since: Option<Micros>) -> KeptSession {
+        KeptSession {
+            client_id: self.client_id.to_string(),
+            expiry_s: self.session_expiry.load(Ordering::Acquire),
+            away_since,
+            subscriptions: self
+                .subscriptions()
+                .iter()
+                .map(|s| KeptSubscription {
+                    filter: s.filter.clone(),
+                    options: s.options,
+                })
+                .collect(),
+        }
+    }
+
     /// Whether some subscription matches `topic` and every one that does
     /// has `option`. (rumqttd sends a copy per matching filter without
     /// saying which; when filters with and without the option overlap, the
@@ -1265,11 +1454,21 @@ impl Link {
     /// retain flag as published, which the router clears). Without the tag
     /// and, for 3.1.1, without any property.
     fn for_client(&self, h: &FrameHeader, body: &[u8]) -> Delivery {
-        let Ok(mut publish) =
-            Publish::parse(h.flags, Bytes::copy_from_slice(body), MqttVersion::V5)
+        let Ok(publish) = Publish::parse(h.flags, Bytes::copy_from_slice(body), MqttVersion::V5)
         else {
             return Delivery::AsItIs;
         };
+        let Some(publish) = self.as_client_gets(publish) else {
+            return Delivery::Keep;
+        };
+        let mut out = BytesMut::with_capacity(body.len() + 5);
+        publish.encode(self.version, &mut out);
+        Delivery::Rewrite(out.freeze(), publish.qos)
+    }
+
+    /// A PUBLISH the router wrote (MQTT 5, tagged) as this client gets it
+    /// (see [`Link::for_client`]); `None` when it must not get it.
+    fn as_client_gets(&self, mut publish: Publish) -> Option<Publish> {
         let tag = publish
             .properties
             .user_properties
@@ -1280,10 +1479,10 @@ impl Link {
         if self.version == MqttVersion::V5 {
             let own = tag.as_ref().is_some_and(|t| t.origin == &*self.client_id);
             if own && self.only_under(&publish.topic, SubscriptionFilter::no_local) {
-                return Delivery::Keep;
+                return None;
             }
             if on_subscribe && self.only_under(&publish.topic, |s| s.retain_handling() == 2) {
-                return Delivery::Keep;
+                return None;
             }
             let published_retained = tag.as_ref().is_some_and(|t| t.retain);
             if !on_subscribe
@@ -1302,23 +1501,20 @@ impl Link {
                 }
             }
         }
-        let qos = publish.qos;
         match self.version {
             MqttVersion::V311 => publish.properties_raw = Bytes::new(),
             MqttVersion::V5 => {
                 if tag.is_some() {
-                    let Ok(raw) =
+                    // Parsed already, so it cannot fail.
+                    if let Ok(raw) =
                         codec::without_user_property(&publish.properties_raw, TAG, "PUBLISH")
-                    else {
-                        return Delivery::AsItIs;
-                    };
-                    publish.properties_raw = raw;
+                    {
+                        publish.properties_raw = raw;
+                    }
                 }
             }
         }
-        let mut out = BytesMut::with_capacity(body.len() + 5);
-        publish.encode(self.version, &mut out);
-        Delivery::Rewrite(out.freeze(), qos)
+        Some(publish)
     }
 
     /// Decides what becomes of `packet` (with header `h`) from the router;
@@ -1654,17 +1850,18 @@ impl Upstream {
                 }
                 packet_type::UNSUBSCRIBE => {
                     match codec::unsubscribe_filters(h.flags, &body, self.version) {
-                        Ok(filters) if self.version == MqttVersion::V5 => {
-                            self.link.unsubscribed(&filters)
-                        }
-                        // In MQTT 5 words: an empty property block after
-                        // the packet id.
-                        Ok(_) => {
-                            cut = Some(Some(codec::with_empty_properties(
-                                h.packet_type << 4 | h.flags,
-                                &body,
-                                2,
-                            )))
+                        Ok(filters) => {
+                            self.link.unsubscribed(&filters);
+                            self.session_changed().await;
+                            if self.version != MqttVersion::V5 {
+                                // In MQTT 5 words: an empty property block
+                                // after the packet id.
+                                cut = Some(Some(codec::with_empty_properties(
+                                    h.packet_type << 4 | h.flags,
+                                    &body,
+                                    2,
+                                )));
+                            }
                         }
                         Err(e) => {
                             ends = Some(DisconnectReason::ProtocolError(format!(
@@ -1684,6 +1881,19 @@ impl Upstream {
                     }
                 },
                 packet_type::DISCONNECT => {
+                    // MQTT 5: it may shorten or end the session, not make
+                    // one of a session that ends with the connection.
+                    let expiry = codec::Disconnect::parse(&body, self.version)
+                        .and_then(|d| d.properties_v5())
+                        .ok()
+                        .and_then(|p| p.session_expiry_interval);
+                    if let Some(expiry) = expiry {
+                        let _ = self.link.session_expiry.fetch_update(
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                            |now| (now != 0).then_some(expiry),
+                        );
+                    }
                     // Forward it (the router then sends no will) and stop.
                     at = frame_end;
                     ends = Some(DisconnectReason::Clean);
@@ -1853,11 +2063,10 @@ impl Upstream {
                 }
             })
             .collect();
-        if self.version == MqttVersion::V5 {
-            let to_router = subscribe.filters.iter().zip(&slots);
-            self.link
-                .subscribed(to_router.filter(|(_, slot)| slot.is_none()).map(|(f, _)| f));
-        }
+        let to_router = subscribe.filters.iter().zip(&slots);
+        self.link
+            .subscribed(to_router.filter(|(_, slot)| slot.is_none()).map(|(f, _)| f));
+        self.session_changed().await;
         if slots.iter().all(Option::is_none) {
             // MQTT 5 goes as it came; 3.1.1 in MQTT 5 words.
             if self.version == MqttVersion::V5 {
@@ -1907,6 +2116,15 @@ impl Upstream {
         let mut packet = BytesMut::new();
         subscribe.encode(MqttVersion::V5, &mut packet);
         Some(Some(packet.freeze()))
+    }
+
+    /// A kept session's subscriptions changed: the store hears of it.
+    async fn session_changed(&self) {
+        if self.link.session_expiry.load(Ordering::Acquire) > 0 {
+            self.shared
+                .report_session(SessionChange::Kept(self.link.kept_session(None)))
+                .await;
+        }
     }
 
     fn refuse_too_large(&self, h: &FrameHeader, topic: Option<&str>) {

@@ -69,7 +69,9 @@ impl Router {
         let rumqttd_config = Config {
             id: 0,
             router: RouterConfig {
-                max_connections: config.max_connections + 64,
+                // Clients, and a stand-in per kept session whose client is
+                // away.
+                max_connections: config.max_connections * 2 + 64,
                 max_outgoing_packet_count: 1024,
                 // A subscriber that falls more than this behind loses the oldest
                 // messages (rumqttd's commit log); Vigil's own observer is the

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
-use vigil_broker::{Broker, Security};
+use vigil_broker::{Broker, Resume, Security};
 
 use crate::auth::Gatekeeper;
 use crate::coap::{
@@ -173,17 +173,30 @@ impl Engine {
                 return Err(e);
             }
         };
-        let broker =
-            match Broker::start_with(config.broker.clone(), security, observations.clone()).await {
-                Ok(b) => Arc::new(b),
-                Err(e) => {
-                    let _ = writer.shutdown().await;
-                    store.close().await;
-                    return Err(e.into());
-                }
-            };
         let retained = store.retained().await?;
         let restored = retained.len();
+        let resume = Resume {
+            retained: retained
+                .iter()
+                .map(|m| (m.topic.clone(), m.payload.clone()))
+                .collect(),
+            sessions: store.kept_sessions().await?,
+        };
+        let broker = match Broker::start_resuming(
+            config.broker.clone(),
+            security,
+            observations.clone(),
+            resume,
+        )
+        .await
+        {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                let _ = writer.shutdown().await;
+                store.close().await;
+                return Err(e.into());
+            }
+        };
         // What discovery taught (Home Assistant configs, Zigbee2MQTT's device
         // list, ...) is mostly retained: reading it again rebuilds the
         // conventions' tables. What it says about devices is in the store.
@@ -196,14 +209,6 @@ impl Engine {
                 retain: true,
                 client_id: None,
             });
-        }
-        for message in retained {
-            if let Err(e) = broker.publish(&message.topic, message.payload, true).await {
-                tracing::warn!(
-                    topic = message.topic,
-                    "could not restore a retained message: {e}"
-                );
-            }
         }
         if restored > 0 {
             tracing::info!("restored {restored} retained message(s) into the broker");

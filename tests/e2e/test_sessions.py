@@ -1,0 +1,280 @@
+"""Kept MQTT sessions (3.1.1 clean session 0; MQTT 5 clean start 0 with a
+Session Expiry Interval) outlive a restart of Vigil, and end when MQTT 5
+says: the subscriptions and the messages queued while the client was away
+are stored in SQLite (MQTT 3.1.1 section 4.1, MQTT 5.0 sections 3.1.2.4,
+3.1.2.11.2 and 4.1). Real clients: paho-mqtt over TCP and WebSocket."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from helpers import V5, VERSIONS, unique, wait_for
+
+TRANSPORTS = ["tcp", "websockets"]
+
+
+def _props(packet: int, **values) -> Properties:
+    props = Properties(packet)
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props
+
+
+def _kept(version: str, expiry: int = 300) -> Properties | None:
+    """What a client says to keep its session: MQTT 5 a Session Expiry
+    Interval (3.1.1: clean session 0 alone)."""
+    return _props(PacketTypes.CONNECT, SessionExpiryInterval=expiry) if version == "5" else None
+
+
+def _client(vigil, version: str, client_id: str, transport: str = "tcp", clean: bool = False,
+            expiry: int = 300, **kw):
+    return vigil.client(version=VERSIONS[version], client_id=client_id, clean=clean,
+                        connect_properties=_kept(version, expiry), transport=transport, **kw)
+
+
+def _queued_rows(vigil, client_id: str) -> int:
+    with sqlite3.connect(f"file:{vigil.db_path}?mode=ro", uri=True, timeout=5) as db:
+        return db.execute("SELECT count(*) FROM mqtt_session_queue WHERE client_id = ?",
+                          (client_id,)).fetchone()[0]
+
+
+def _payloads(client, topic_prefix: str) -> list[bytes]:
+    with client.lock:
+        return [m.payload for m in client.received if m.topic.startswith(topic_prefix)]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_a_kept_session_and_its_queue_survive_a_restart(vigil, version, transport):
+    """Messages queued before the restart, and those published after it
+    (the session's filters are subscribed again at start), reach the client
+    when it returns, in order, at their QoS; the session is present."""
+    topic = unique("restart")
+    client_id = unique("kept")
+    first = _client(vigil, version, client_id, transport)
+    first.subscribe(f"{topic}/#", qos=2)
+    first.disconnect()
+    pub = vigil.client(version=V5)
+    pub.publish_wait(f"{topic}/a", b"before-1", qos=1)
+    pub.publish_wait(f"{topic}/b", b"before-2", qos=2)
+    vigil.restart()
+    pub = vigil.client(version=V5)
+    pub.publish_wait(f"{topic}/c", b"after-1", qos=1)
+    pub.publish_wait(f"{topic}/d", b"after-2", qos=2)
+    back = _client(vigil, version, client_id, transport)
+    assert back.connect_flags.session_present
+    wait_for(lambda: len(_payloads(back, topic)) >= 4, 10, what="the four queued messages")
+    # Sent in this order (packet ids rising); paho hands a QoS 2 message
+    # over at its PUBREL, so it is listed after a later QoS 1 one.
+    with back.lock:
+        sent = sorted(back.received, key=lambda m: m.mid)
+    assert [m.payload for m in sent] == [b"before-1", b"before-2", b"after-1", b"after-2"]
+    assert [m.qos for m in sent] == [1, 2, 1, 2]
+    # Still subscribed, without subscribing again; the queue is gone.
+    pub.publish_wait(f"{topic}/e", b"live", qos=1)
+    assert back.expect_message(timeout=10, topic=f"{topic}/e").payload == b"live"
+    wait_for(lambda: _queued_rows(vigil, client_id) == 0, 10, what="the stored queue emptied")
+    time.sleep(0.3)
+    assert _payloads(back, topic).count(b"before-1") == 1
+
+
+def test_queued_messages_outlive_a_crash(vigil):
+    """SIGKILL while the client is away: what was queued was already in
+    SQLite."""
+    topic = unique("crash")
+    client_id = unique("kept")
+    first = _client(vigil, "3.1.1", client_id)
+    first.subscribe(f"{topic}/#", qos=1)
+    first.disconnect()
+    pub = vigil.client(version=V5)
+    for i in range(5):
+        pub.publish_wait(f"{topic}/{i}", f"m{i}".encode(), qos=1)
+    wait_for(lambda: _queued_rows(vigil, client_id) == 5, 10, what="five queued rows in SQLite")
+    vigil.close_clients()
+    vigil.kill()
+    vigil.start()
+    back = _client(vigil, "3.1.1", client_id)
+    assert back.connect_flags.session_present
+    wait_for(lambda: len(_payloads(back, topic)) >= 5, 10, what="the five queued messages")
+    assert _payloads(back, topic) == [f"m{i}".encode() for i in range(5)]
+
+
+def test_mqtt5_options_of_a_restored_session_still_hold(vigil):
+    """No Local of a kept subscription holds after a restart: the client's
+    own message is not sent back to it."""
+    topic = unique("restored-nl")
+    client_id = unique("kept")
+    first = _client(vigil, "5", client_id)
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+    rc, mid = first.paho.subscribe(f"{topic}/#", options=SubscribeOptions(qos=1, noLocal=True))
+    wait_for(lambda: first._suback(mid), 10, what="SUBACK")
+    first.disconnect()
+    vigil.restart()
+    back = _client(vigil, "5", client_id)
+    assert back.connect_flags.session_present
+    back.publish_wait(f"{topic}/mine", b"mine", qos=1)
+    vigil.client(version=V5).publish_wait(f"{topic}/theirs", b"theirs", qos=1)
+    assert back.expect_message(timeout=10).topic == f"{topic}/theirs"
+    time.sleep(0.3)
+    assert [m.topic for m in back.received] == [f"{topic}/theirs"]
+
+
+@pytest.mark.parametrize("across_restart", [False, True], ids=["running", "restarted"])
+def test_mqtt5_session_expires_after_its_interval(vigil, across_restart):
+    """[MQTT-3.1.2-23]: the session ends when the Session Expiry Interval
+    has passed since the connection closed, also across a restart; what was
+    queued for it goes too."""
+    topic = unique("expiry")
+    client_id = unique("short")
+    first = _client(vigil, "5", client_id, expiry=2)
+    first.subscribe(f"{topic}/#", qos=1)
+    first.disconnect()
+    vigil.client(version=V5).publish_wait(f"{topic}/x", b"queued", qos=1)
+    wait_for(lambda: _queued_rows(vigil, client_id) == 1, 10, what="the queued row")
+    if across_restart:
+        vigil.restart()
+    time.sleep(2.8)
+    back = _client(vigil, "5", client_id, expiry=2)
+    assert not back.connect_flags.session_present
+    time.sleep(0.5)
+    assert back.received == []
+    assert _queued_rows(vigil, client_id) == 0
+
+
+def test_mqtt5_session_expiry_zero_ends_the_session_with_the_connection(vigil):
+    """[MQTT-3.1.2-23]: clean start 0 without a Session Expiry Interval
+    resumes a session but keeps none after (rumqttd alone kept it)."""
+    client_id = unique("zero")
+    topic = unique("zero")
+    first = _client(vigil, "5", client_id, expiry=0)
+    first.subscribe(f"{topic}/#", qos=1)
+    first.disconnect()
+    vigil.client(version=V5).publish_wait(f"{topic}/x", b"nobody's", qos=1)
+    back = _client(vigil, "5", client_id, expiry=0)
+    assert not back.connect_flags.session_present
+    time.sleep(0.5)
+    assert back.received == []
+
+
+def test_mqtt5_clean_start_with_an_expiry_keeps_the_new_session(vigil):
+    """MQTT 5 3.1.2.4: clean start 1 discards the old session, and with a
+    Session Expiry Interval the new one is kept (rumqttd alone kept none)."""
+    client_id = unique("fresh")
+    topic = unique("fresh")
+    old = _client(vigil, "5", client_id)
+    old.subscribe(f"{topic}/old", qos=1)
+    old.disconnect()
+    new = _client(vigil, "5", client_id, clean=True)
+    assert not new.connect_flags.session_present
+    new.subscribe(f"{topic}/new", qos=1)
+    new.disconnect()
+    pub = vigil.client(version=V5)
+    pub.publish_wait(f"{topic}/old", b"old", qos=1)
+    pub.publish_wait(f"{topic}/new", b"new", qos=1)
+    back = _client(vigil, "5", client_id)
+    assert back.connect_flags.session_present
+    assert back.expect_message(timeout=10).payload == b"new"
+    time.sleep(0.3)
+    assert [m.payload for m in back.received] == [b"new"]
+
+
+def test_mqtt5_disconnect_can_end_the_session(vigil):
+    """[MQTT-3.14.2-2]: a DISCONNECT's Session Expiry Interval replaces the
+    CONNECT's; 0 ends the session with the connection."""
+    client_id = unique("bye")
+    topic = unique("bye")
+    first = _client(vigil, "5", client_id)
+    first.subscribe(f"{topic}/#", qos=1)
+    first.paho.disconnect(properties=_props(PacketTypes.DISCONNECT, SessionExpiryInterval=0))
+    first.disconnected.wait(5)
+    first.paho.loop_stop()
+    vigil.client(version=V5).publish_wait(f"{topic}/x", b"nobody's", qos=1)
+    back = _client(vigil, "5", client_id)
+    assert not back.connect_flags.session_present
+    time.sleep(0.5)
+    assert back.received == []
+
+
+def test_a_queued_message_expires_while_it_waits_and_says_what_is_left(vigil):
+    """[MQTT-3.3.2-5] and [MQTT-3.3.2-6] for messages queued across a
+    restart: an expired one is not sent; another arrives with its Message
+    Expiry Interval less the time it waited."""
+    topic = unique("msg-expiry")
+    client_id = unique("kept")
+    first = _client(vigil, "5", client_id)
+    first.subscribe(f"{topic}/#", qos=1)
+    first.disconnect()
+    pub = vigil.client(version=V5)
+    pub.publish_wait(f"{topic}/short", b"short", qos=1,
+                     properties=_props(PacketTypes.PUBLISH, MessageExpiryInterval=1))
+    pub.publish_wait(f"{topic}/long", b"long", qos=1,
+                     properties=_props(PacketTypes.PUBLISH, MessageExpiryInterval=100))
+    vigil.restart()
+    time.sleep(1.5)
+    back = _client(vigil, "5", client_id)
+    got = back.expect_message(timeout=10)
+    assert got.payload == b"long"
+    assert 90 <= got.properties.MessageExpiryInterval < 100
+    time.sleep(0.3)
+    assert [m.payload for m in back.received] == [b"long"]
+
+
+def test_the_queue_of_an_absent_client_is_bounded(vigil_factory, tmp_path):
+    """broker.max_queued_messages: past it, newer messages for the absent
+    client are dropped (and logged); the oldest are kept, and others'
+    messages are untouched."""
+    config = tmp_path / "vigil.toml"
+    config.write_text("[broker]\nmax_queued_messages = 3\n")
+    vigil = vigil_factory(["--config", str(config)])
+    topic = unique("bounded")
+    client_id = unique("kept")
+    first = _client(vigil, "3.1.1", client_id)
+    first.subscribe(f"{topic}/#", qos=1)
+    first.disconnect()
+    live = vigil.client()
+    live.subscribe(f"{topic}/#", qos=1)
+    pub = vigil.client(version=V5)
+    for i in range(6):
+        pub.publish_wait(f"{topic}/{i}", f"m{i}".encode(), qos=1)
+    wait_for(lambda: len(live.received) == 6, 10, what="the live subscriber's six")
+    back = _client(vigil, "3.1.1", client_id)
+    wait_for(lambda: len(back.received) >= 3, 10, what="the three kept")
+    time.sleep(0.3)
+    assert _payloads(back, topic) == [b"m0", b"m1", b"m2"]
+    assert "max_queued_messages" in vigil.stderr()
+
+
+def test_a_returning_client_gets_no_more_queued_messages_than_its_receive_maximum(vigil):
+    """[MQTT-3.3.4-9] for the queue: unanswered QoS 1 messages never exceed
+    the client's Receive Maximum; all come, in order, as it answers."""
+    topic = unique("recvmax")
+    client_id = unique("kept")
+    first = _client(vigil, "5", client_id)
+    first.subscribe(f"{topic}/#", qos=1)
+    first.disconnect()
+    pub = vigil.client(version=V5)
+    for i in range(12):
+        pub.publish_wait(f"{topic}/{i}", f"m{i}".encode(), qos=1)
+    vigil.restart()
+    connect = _props(PacketTypes.CONNECT, SessionExpiryInterval=300, ReceiveMaximum=2)
+    back = vigil.client(version=V5, client_id=client_id, clean=False, connect_properties=connect,
+                        connect=False)
+    back.paho.manual_ack_set(True)
+    back.connect()
+    acked = 0
+    deadline = time.monotonic() + 15
+    while acked < 12 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        with back.lock:
+            pending = back.received[acked:]
+        # Never more unanswered than the Receive Maximum.
+        assert len(pending) <= 2, [m.payload for m in pending]
+        for m in pending:
+            back.paho.ack(m.mid, m.qos)
+            acked += 1
+    assert _payloads(back, topic) == [f"m{i}".encode() for i in range(12)]
