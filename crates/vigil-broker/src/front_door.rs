@@ -204,7 +204,7 @@ struct Shared {
     /// with the options the router ignores (No Local, Retain As Published,
     /// Retain Handling), by client id, shared with the connection that has
     /// the session, so a client that comes back without subscribing again
-    /// finds them, however soon. In memory, as the router's sessions are.
+    /// finds them, however soon. Stored with the session (see [`away`]).
     session_subscriptions: std::sync::Mutex<HashMap<String, Subscriptions>>,
     /// Stand-ins for the clients whose session is kept while they are away.
     absences: away::Absences,
@@ -961,29 +961,9 @@ async fn serve_client(
     up.abort();
     drop(router_writer);
     shared.connected.fetch_sub(1, Ordering::Relaxed);
-    // The session outlives the connection: a stand-in holds it (not while
-    // Vigil stops: the store has it for the next start), unless the client
-    // already came back on another connection.
+    // Unless the client already came back on another connection.
     if !claim.taken_over() {
-        match link.session_expiry.load(Ordering::Acquire) {
-            0 if router_clean_start => {}
-            0 => {
-                // MQTT 5 Session Expiry 0: the session ends with the
-                // connection; rumqttd, told no clean start, kept it.
-                let mut ended = link.kept_session(Some(now_micros()));
-                ended.expiry_s = 0;
-                shared.absences.begin(shared, ended, Vec::new(), false);
-            }
-            _ => {
-                let session = link.kept_session(Some(now_micros()));
-                shared
-                    .report_session(SessionChange::Kept(session.clone()))
-                    .await;
-                if reason != DisconnectReason::Shutdown {
-                    shared.absences.begin(shared, session, queued.into(), false);
-                }
-            }
-        }
+        away::after_connection(shared, &link, &reason, !router_clean_start, queued).await;
     }
     drop(claim);
     tracing::debug!(client_id, "client disconnected: {reason}");

@@ -143,6 +143,38 @@ impl Absences {
     }
 }
 
+/// A connection whose router session was not a clean start ended (and no
+/// other connection took its client id over): a session to keep is stored
+/// and held by a stand-in (not while Vigil stops: the store has it for the
+/// next start), with the messages the client did not take from `queued`;
+/// one that ends with the connection (MQTT 5 Session Expiry 0, which
+/// rumqttd would keep) is ended in the router.
+pub(super) async fn after_connection(
+    shared: &Arc<Shared>,
+    link: &Link,
+    reason: &DisconnectReason,
+    router_kept: bool,
+    queued: VecDeque<QueuedMessage>,
+) {
+    match link.session_expiry.load(Ordering::Acquire) {
+        0 if !router_kept => {}
+        0 => {
+            let mut ended = link.kept_session(Some(now_micros()));
+            ended.expiry_s = 0;
+            shared.absences.begin(shared, ended, Vec::new(), false);
+        }
+        _ => {
+            let session = link.kept_session(Some(now_micros()));
+            shared
+                .report_session(SessionChange::Kept(session.clone()))
+                .await;
+            if *reason != DisconnectReason::Shutdown {
+                shared.absences.begin(shared, session, queued.into(), false);
+            }
+        }
+    }
+}
+
 /// The CONNECT a stand-in logs in with: the client's id, MQTT 5, the
 /// session kept (the front door ends it itself), no will.
 fn stand_in_connect(client_id: &str, clean_start: bool) -> Connect {
@@ -577,4 +609,106 @@ pub(super) async fn deliver(
         None => last_sent,
     };
     (done, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+    use crate::deliveries::Deliveries;
+    use crate::front_door::{Tag, TAG};
+
+    fn link(version: MqttVersion) -> Link {
+        Link {
+            injected_pings: AtomicU32::new(0),
+            version,
+            pending_subacks: Default::default(),
+            deliveries: Deliveries::new(),
+            maximum_packet_size: None,
+            receive_maximum: 65_535,
+            client_id: "back".into(),
+            subscriptions: Default::default(),
+            session_expiry: AtomicU32::new(NEVER_EXPIRES),
+        }
+    }
+
+    /// A message as the router delivers it to a stand-in: MQTT 5, at the
+    /// granted QoS 2, tagged with the QoS it was published with.
+    fn queued(published_qos: u8, expiry: Option<u32>, waited_s: i64) -> QueuedMessage {
+        let mut properties = BytesMut::new();
+        if let Some(expiry) = expiry {
+            properties.extend_from_slice(&[property_id::MESSAGE_EXPIRY_INTERVAL]);
+            properties.extend_from_slice(&expiry.to_be_bytes());
+        }
+        let publish = Publish {
+            dup: false,
+            qos: 2,
+            retain: false,
+            topic: "t/x".into(),
+            packet_id: Some(7),
+            payload: Bytes::from_static(b"reading"),
+            properties: Default::default(),
+            properties_raw: codec::with_user_property(
+                &properties,
+                TAG,
+                &Tag::value(published_qos, false, "sensor"),
+            ),
+        };
+        let mut packet = BytesMut::new();
+        publish.encode(MqttVersion::V5, &mut packet);
+        QueuedMessage {
+            seq: 1,
+            at: now_micros() - waited_s * 1_000_000,
+            packet: packet.freeze(),
+        }
+    }
+
+    fn read(bytes: &Bytes, version: MqttVersion) -> Publish {
+        let h = codec::parse_frame_header(bytes).unwrap().unwrap();
+        Publish::parse(h.flags, bytes.slice(h.header_len..), version).unwrap()
+    }
+
+    #[test]
+    fn a_queued_message_goes_at_the_published_qos_with_our_packet_id_and_no_tag() {
+        let (bytes, qos) = for_returning_client(&link(MqttVersion::V5), &queued(1, None, 0), 1_234)
+            .expect("it goes");
+        assert_eq!(qos, 1);
+        let publish = read(&bytes, MqttVersion::V5);
+        assert_eq!((publish.qos, publish.packet_id), (1, Some(1_234)));
+        assert_eq!(publish.payload, Bytes::from_static(b"reading"));
+        assert!(publish.properties.user_properties.is_empty());
+        // QoS 0 as published: no packet id at all.
+        let (bytes, qos) =
+            for_returning_client(&link(MqttVersion::V5), &queued(0, None, 0), 9).expect("it goes");
+        assert_eq!((qos, read(&bytes, MqttVersion::V5).packet_id), (0, None));
+    }
+
+    #[test]
+    fn a_queued_message_says_what_is_left_of_its_expiry_or_does_not_go() {
+        let v5 = link(MqttVersion::V5);
+        let (bytes, _) = for_returning_client(&v5, &queued(2, Some(100), 30), 1_001).unwrap();
+        let left = read(&bytes, MqttVersion::V5)
+            .properties
+            .message_expiry_interval;
+        assert!(matches!(left, Some(69..=70)), "{left:?}");
+        assert!(for_returning_client(&v5, &queued(2, Some(30), 30), 1_001).is_none());
+        assert!(for_returning_client(&v5, &queued(2, Some(30), 31), 1_001).is_none());
+        // 3.1.1: no properties at all.
+        let (bytes, _) =
+            for_returning_client(&link(MqttVersion::V311), &queued(2, Some(100), 1), 1_001)
+                .unwrap();
+        let publish = read(&bytes, MqttVersion::V311);
+        assert_eq!((publish.qos, publish.packet_id), (2, Some(1_001)));
+    }
+
+    #[test]
+    fn an_unreadable_or_too_large_queued_message_is_dropped() {
+        let mut damaged = queued(1, None, 0);
+        damaged.packet = damaged.packet.slice(..damaged.packet.len() - 3);
+        assert!(for_returning_client(&link(MqttVersion::V5), &damaged, 1_001).is_none());
+        let mut small = link(MqttVersion::V5);
+        small.maximum_packet_size = Some(10);
+        assert!(for_returning_client(&small, &queued(1, None, 0), 1_001).is_none());
+    }
 }
