@@ -687,3 +687,41 @@ def test_mqtt5_no_local_holds_for_a_session_resumed_without_subscribing_again(vi
     assert back.expect_message(timeout=10).topic == f"{topic}/theirs"
     time.sleep(0.3)
     assert [m.topic for m in back.received] == [f"{topic}/theirs"]
+
+
+@pytest.mark.parametrize("reason, will_sent", [(0x00, False), (0x04, True)], ids=["normal", "with-will"])
+def test_mqtt5_disconnect_with_only_a_reason_code_closes_at_once(vigil, reason, will_sent):
+    """MQTT 5 3.14.2.2.1: a DISCONNECT may end after its reason code (no
+    property length), as Mosquitto's clients send it. rumqttd alone read
+    that as malformed and never closed the connection (the front door then
+    waited 5 s); 0x04 asks for the will, 0x00 for none."""
+    import socket
+    import struct
+
+    from helpers import HOST, _str, _varint, recv_exact
+
+    topic = unique("bare")
+    watcher = vigil.client(version=V5)
+    watcher.subscribe(topic, qos=0)
+    # CONNECT, MQTT 5, clean start, a will on `topic`.
+    body = (_str("MQTT") + bytes([5, 0x02 | 0x04]) + struct.pack("!H", 30) + b"\x00"
+            + _str(unique("bare")) + b"\x00" + _str(topic) + struct.pack("!H", 4) + b"gone")
+    sock = socket.create_connection((HOST, vigil.mqtt_port), timeout=5)
+    try:
+        sock.sendall(b"\x10" + _varint(len(body)) + body)
+        head = recv_exact(sock, 2)
+        assert head[0] == 0x20 and recv_exact(sock, head[1])[1] == 0
+        began = time.monotonic()
+        sock.sendall(bytes([0xE0, 0x01, reason]))
+        sock.settimeout(10)
+        assert sock.recv(1) == b"", "the server sent something after DISCONNECT"
+        closed_after = time.monotonic() - began
+    finally:
+        sock.close()
+    assert closed_after < 2.0, f"closed {closed_after:.1f} s after DISCONNECT"
+    time.sleep(0.5)
+    assert [m.payload for m in watcher.received] == ([b"gone"] if will_sent else [])
+    if will_sent:
+        [stored] = vigil.wait_stored(topic, 1)
+        assert stored["properties"].get("will") is True, stored
+    assert "did not close the connection" not in vigil.stderr()

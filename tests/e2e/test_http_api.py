@@ -186,8 +186,8 @@ def test_http_publish_reaches_subscriber_and_is_stored(vigil, form):
     assert vigil.http_post_json("/api/publish", body) == {"ok": True}
     got = sub.expect_message(timeout=10, topic=topic)
     assert got.payload == payload
-    # The delivered QoS is not asserted here: rumqttd delivers at the
-    # subscription's QoS (see test_conformance.py::test_delivery_qos_is_the_minimum).
+    # At the QoS asked for (the subscription's is 2): MQTT's minimum.
+    assert got.qos == qos
 
     [stored] = vigil.wait_stored(topic, 1)
     assert payload_of(stored) == payload
@@ -199,6 +199,33 @@ def test_http_publish_reaches_subscriber_and_is_stored(vigil, form):
         late.subscribe(topic, qos=1)
         got = late.expect_message(timeout=10, topic=topic)
         assert got.payload == payload and got.retain
+
+
+@pytest.mark.parametrize("version", [V311, V5], ids=["3.1.1", "5"])
+def test_http_publish_reaches_each_subscriber_at_the_smaller_qos(vigil, version):
+    """MQTT 3.1.1 4.3 / 5.0 3.8.4: a message goes at the smaller of the QoS
+    it was published with and the QoS granted, also when Vigil publishes it
+    (the router alone sent it at the granted QoS); a retained one taken back
+    after a restart keeps its QoS too."""
+    topic = unique("http-qos")
+    subs = {granted: vigil.client(version=version) for granted in (0, 1, 2)}
+    for granted, sub in subs.items():
+        sub.subscribe(f"{topic}/#", qos=granted)
+    for asked in (0, 1, 2):
+        body = {"topic": f"{topic}/{asked}", "payload": str(asked), "qos": asked}
+        assert vigil.http_post_json("/api/publish", body) == {"ok": True}
+    for granted, sub in subs.items():
+        wait_for(lambda: len(sub.received) == 3, 10, what=f"three messages at granted QoS {granted}")
+        got = {m.topic.rsplit("/", 1)[1]: m.qos for m in sub.received}
+        assert got == {str(asked): min(asked, granted) for asked in (0, 1, 2)}, (granted, got)
+    body = {"topic": f"{topic}/kept", "payload": "kept", "qos": 1, "retain": True}
+    assert vigil.http_post_json("/api/publish", body) == {"ok": True}
+    vigil.wait_stored(f"{topic}/kept", 1)
+    vigil.restart()
+    late = vigil.client(version=version)
+    late.subscribe(f"{topic}/kept", qos=2)
+    got = late.expect_message(timeout=10, topic=f"{topic}/kept")
+    assert (got.payload, got.qos, got.retain) == (b"kept", 1, True)
 
 
 def _assert_json_error(r, status: int | tuple[int, int], what: str):

@@ -163,9 +163,19 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Publishes a message to subscribers on Vigil's own behalf. The caller
-    /// records it; the front door does not see it.
-    pub async fn publish(&self, topic: &str, payload: Bytes, retain: bool) -> Result<(), String> {
+    /// Publishes a message to subscribers on Vigil's own behalf, with
+    /// `qos` (each subscriber gets the smaller of it and its granted QoS).
+    /// The caller records it; the front door does not see it.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+    ) -> Result<(), String> {
+        if qos > 2 {
+            return Err(format!("QoS {qos} does not exist (0, 1 or 2)"));
+        }
         if topic.is_empty() || topic.contains(['+', '#', '\0']) {
             return Err(format!(
                 "'{topic}' is not a topic one can publish to (empty, or has + # or NUL)"
@@ -183,7 +193,10 @@ impl Publisher {
                 self.shared.config.max_payload
             ));
         }
-        self.shared.router.publish(topic, payload, retain).await
+        self.shared
+            .router
+            .publish(topic, payload, retain, vigils_tag(qos, retain))
+            .await
     }
 }
 
@@ -217,10 +230,27 @@ type Subscriptions = Arc<std::sync::Mutex<Vec<SubscriptionFilter>>>;
 /// let in.
 #[derive(Debug, Default)]
 pub struct Resume {
-    /// Retained messages: topic and payload.
-    pub retained: Vec<(String, Bytes)>,
+    /// Retained messages.
+    pub retained: Vec<Retained>,
     /// Kept sessions, with the messages queued for their clients.
     pub sessions: Vec<AwaySession>,
+}
+
+/// A retained message of the last run.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: u8,
+}
+
+/// The [`TAG`] of a message Vigil publishes itself: it has no publisher
+/// among the clients (no client id is empty at the router).
+fn vigils_tag(qos: u8, retain: bool) -> (&'static str, String) {
+    (TAG, Tag::value(qos, retain, ""))
 }
 
 impl Shared {
@@ -247,8 +277,14 @@ impl Shared {
     /// not expired: a stand-in subscribes its filters in the router and
     /// holds its queue until the client returns.
     async fn resume(self: &Arc<Self>, resume: Resume) {
-        for (topic, payload) in resume.retained {
-            if let Err(e) = self.router.publish(&topic, payload, true).await {
+        for Retained {
+            topic,
+            payload,
+            qos,
+        } in resume.retained
+        {
+            let tag = vigils_tag(qos.min(2), true);
+            if let Err(e) = self.router.publish(&topic, payload, true, tag).await {
                 tracing::warn!(topic, "could not restore a retained message: {e}");
             }
         }
@@ -488,10 +524,16 @@ impl Broker {
         self.shared.connected.load(Ordering::Relaxed)
     }
 
-    /// Publishes a message to subscribers on Vigil's own behalf. The caller
-    /// records it; the front door does not see it.
-    pub async fn publish(&self, topic: &str, payload: Bytes, retain: bool) -> Result<(), String> {
-        self.publisher().publish(topic, payload, retain).await
+    /// Publishes a message to subscribers on Vigil's own behalf (see
+    /// [`Publisher::publish`]).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: u8,
+        retain: bool,
+    ) -> Result<(), String> {
+        self.publisher().publish(topic, payload, qos, retain).await
     }
 
     /// A handle that publishes on Vigil's behalf from another task.
@@ -1875,8 +1917,28 @@ impl Upstream {
                         );
                     }
                     // Forward it (the router then sends no will) and stop.
+                    // MQTT 5: any reason code but 0 asks for the will
+                    // (0x04, or an error), which rumqttd drops on every
+                    // DISCONNECT: the router side is closed without one,
+                    // and the router sends the will as for a lost client.
+                    // A normal one goes in the words rumqttd reads: it takes
+                    // a reason code without a property length (allowed, and
+                    // what Mosquitto's clients send) for a malformed packet
+                    // and then never closes. The properties are the front
+                    // door's business (session expiry, above).
+                    let code = body.first().copied().unwrap_or(0);
+                    if self.version == MqttVersion::V5 {
+                        out.extend_from_slice(&chunk[from..at]);
+                        if code == 0 {
+                            out.extend_from_slice(&[0xE0, 0x00]);
+                        }
+                        from = frame_end;
+                    }
                     at = frame_end;
-                    ends = Some(DisconnectReason::Clean);
+                    ends = Some(match code {
+                        0 => DisconnectReason::Clean,
+                        code => DisconnectReason::DisconnectWithWill(code),
+                    });
                     break;
                 }
                 packet_type::CONNECT => {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttd::local::LinkTx;
-use rumqttd::protocol::{Packet, Publish};
+use rumqttd::protocol::{Packet, Publish, PublishProperties};
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 
 use crate::config::BrokerConfig;
@@ -113,18 +113,24 @@ impl Router {
     }
 
     /// Publishes a message into the router on Vigil's own behalf (QoS 0 into
-    /// the router; subscribers get it at their own QoS).
+    /// the router, which sends it at each subscriber's granted QoS), with
+    /// the user property `tag` (the front door's: name and value).
     pub(crate) async fn publish(
         &self,
         topic: &str,
         payload: Bytes,
         retain: bool,
+        tag: (&str, String),
     ) -> Result<(), String> {
         let publish = Publish::new(Bytes::copy_from_slice(topic.as_bytes()), payload, retain);
+        let properties = PublishProperties {
+            user_properties: vec![(tag.0.to_owned(), tag.1)],
+            ..PublishProperties::default()
+        };
         self.link
             .lock()
             .await
-            .send(Packet::Publish(publish, None))
+            .send(Packet::Publish(publish, Some(properties)))
             .await
             .map(|_| ())
             .map_err(|e| format!("the embedded router refused the message: {e}"))

@@ -151,6 +151,9 @@ pub enum ConnectionOutcome {
 pub enum DisconnectReason {
     /// The client sent DISCONNECT: a clean goodbye (no will is sent).
     Clean,
+    /// The client sent an MQTT 5 DISCONNECT with this reason code, which
+    /// asks for its will: 0x04 "disconnect with will message", or an error.
+    DisconnectWithWill(u8),
     /// The socket closed or broke without a DISCONNECT.
     Dropped,
     /// Nothing arrived for 1.5 × the client's keepalive.
@@ -181,6 +184,9 @@ impl std::fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DisconnectReason::Clean => f.write_str("clean disconnect"),
+            DisconnectReason::DisconnectWithWill(code) => {
+                write!(f, "disconnect asking for its will (reason 0x{code:02x})")
+            }
             DisconnectReason::Dropped => f.write_str("connection dropped"),
             DisconnectReason::KeepaliveTimeout => f.write_str("keepalive timeout"),
             DisconnectReason::ProtocolError(e) => write!(f, "protocol error: {e}"),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
-use vigil_broker::{Broker, Resume, Security};
+use vigil_broker::{Broker, Resume, Retained, Security};
 
 use crate::auth::Gatekeeper;
 use crate::coap::{
@@ -178,7 +178,11 @@ impl Engine {
         let resume = Resume {
             retained: retained
                 .iter()
-                .map(|m| (m.topic.clone(), m.payload.clone()))
+                .map(|m| Retained {
+                    topic: m.topic.clone(),
+                    payload: m.payload.clone(),
+                    qos: m.qos,
+                })
                 .collect(),
             sessions: store.kept_sessions().await?,
         };
@@ -547,7 +551,7 @@ impl Engine {
             )));
         }
         self.broker
-            .publish(&request.topic, payload.clone(), request.retain)
+            .publish(&request.topic, payload.clone(), request.qos, request.retain)
             .await
             .map_err(EngineError::BadRequest)?;
         let message = Message {
@@ -756,7 +760,7 @@ async fn ask_devices_to_announce(
         }
     }
     for (topic, payload) in asks {
-        match broker.publish(&topic, payload, false).await {
+        match broker.publish(&topic, payload, 0, false).await {
             Ok(()) => tracing::info!("asked devices to announce themselves on {topic}"),
             Err(e) => tracing::warn!("could not publish {topic}: {e}"),
         }
