@@ -278,3 +278,32 @@ def test_a_returning_client_gets_no_more_queued_messages_than_its_receive_maximu
             back.paho.ack(m.mid, m.qos)
             acked += 1
     assert _payloads(back, topic) == [f"m{i}".encode() for i in range(12)]
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_messages_a_connected_client_had_not_finished_survive_a_restart(vigil, version):
+    """When Vigil stops while a client with a kept session is connected, the
+    messages the router still held for it (sent and not yet acknowledged;
+    MQTT 5: held back by its Receive Maximum) are stored with the session
+    and sent again when it returns (MQTT 4.4: QoS 1 may come twice, never
+    not at all)."""
+    topic = unique("inflight")
+    client_id = unique("kept")
+    connect = _kept(version)
+    if version == "5":
+        connect.ReceiveMaximum = 1
+    first = vigil.client(version=VERSIONS[version], client_id=client_id, clean=False,
+                         connect_properties=connect, connect=False)
+    first.paho.manual_ack_set(True)
+    first.connect()
+    first.subscribe(f"{topic}/#", qos=1)
+    pub = vigil.client(version=V5)
+    for i in range(3):
+        pub.publish_wait(f"{topic}/{i}", f"m{i}".encode(), qos=1)
+    wait_for(lambda: len(first.received) >= 1, 10, what="the first message, unanswered")
+    vigil.restart()
+    first.stop()
+    back = _client(vigil, version, client_id)
+    assert back.connect_flags.session_present
+    wait_for(lambda: len(_payloads(back, topic)) >= 3, 10, what="the three unfinished messages")
+    assert _payloads(back, topic) == [b"m0", b"m1", b"m2"]

@@ -545,9 +545,11 @@ impl Broker {
 
     /// Stops accepting, closes every client connection (MQTT 5 clients are told
     /// the server is shutting down) and waits, at most `grace`, until every
-    /// connection has handed its last observation over.
+    /// connection has handed its last observation over, and the messages the
+    /// router held for kept sessions are queued (see `away`).
     /// Calling it again waits again; it never fails.
     pub async fn shutdown(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
         let _ = self.shutdown.send(true);
         drop(
             self.task_token
@@ -559,6 +561,7 @@ impl Broker {
         if timeout(grace, tasks_done.recv()).await.is_err() {
             tracing::warn!("some client connections did not close within {grace:?}");
         }
+        self.shared.absences.settle(deadline).await;
     }
 }
 
@@ -1006,7 +1009,7 @@ async fn serve_client(
     shared.connected.fetch_sub(1, Ordering::Relaxed);
     // Unless the client already came back on another connection.
     if !claim.taken_over() {
-        away::after_connection(shared, &link, &reason, !router_clean_start, queued).await;
+        away::after_connection(shared, &link, !router_clean_start, queued).await;
     }
     drop(claim);
     tracing::debug!(client_id, "client disconnected: {reason}");

@@ -66,7 +66,21 @@ struct StandIn {
     leave: oneshot::Sender<()>,
     task: JoinHandle<()>,
     queue: Queue,
+    /// When the router last sent it anything, in ms since [`EPOCH`]; 0
+    /// until it is logged in.
+    heard: Arc<AtomicU64>,
 }
+
+/// The time base of [`StandIn::heard`].
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    (EPOCH.elapsed().as_millis() as u64).max(1)
+}
+
+/// How long a stand-in must have heard nothing from the router before
+/// Vigil stops (see [`Absences::settle`]).
+const SETTLED: Duration = Duration::from_millis(300);
 
 impl Absences {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, StandIn>> {
@@ -87,6 +101,7 @@ impl Absences {
         let queue: Queue = Arc::new(Mutex::new(queue.into()));
         let (leave, left) = oneshot::channel();
         let client_id = session.client_id.clone();
+        let heard = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(stand_in(
             shared.clone(),
             session,
@@ -94,6 +109,7 @@ impl Absences {
             subscribe,
             left,
             generation,
+            heard.clone(),
         ));
         let previous = self.lock().insert(
             client_id,
@@ -102,6 +118,7 @@ impl Absences {
                 leave,
                 task,
                 queue,
+                heard,
             },
         );
         if let Some(previous) = previous {
@@ -130,6 +147,32 @@ impl Absences {
         Some(queue)
     }
 
+    /// Waits, at most until `deadline`, until every stand-in is logged in and
+    /// has heard nothing from the router for [`SETTLED`]: Vigil is stopping,
+    /// and the clients it just closed had messages the router held for
+    /// them (sent and unanswered, or not sent yet), which it now sends their
+    /// stand-ins, to be queued and stored.
+    pub(super) async fn settle(&self, deadline: Instant) {
+        loop {
+            let now = now_ms();
+            let settled = self.lock().values().all(|s| {
+                let heard = s.heard.load(Ordering::Acquire);
+                s.task.is_finished()
+                    || (heard > 0 && now.saturating_sub(heard) >= SETTLED.as_millis() as u64)
+            });
+            if settled {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "some kept sessions were still receiving from the router when Vigil stopped"
+                );
+                return;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A stand-in whose session ended takes itself off the list (unless a
     /// newer one took its place).
     fn forget(&self, client_id: &str, generation: u64) {
@@ -145,14 +188,13 @@ impl Absences {
 
 /// A connection whose router session was not a clean start ended (and no
 /// other connection took its client id over): a session to keep is stored
-/// and held by a stand-in (not while Vigil stops: the store has it for the
-/// next start), with the messages the client did not take from `queued`;
+/// and held by a stand-in, with the messages the client did not take from
+/// `queued`;
 /// one that ends with the connection (MQTT 5 Session Expiry 0, which
 /// rumqttd would keep) is ended in the router.
 pub(super) async fn after_connection(
     shared: &Arc<Shared>,
     link: &Link,
-    reason: &DisconnectReason,
     router_kept: bool,
     queued: VecDeque<QueuedMessage>,
 ) {
@@ -168,9 +210,9 @@ pub(super) async fn after_connection(
             shared
                 .report_session(SessionChange::Kept(session.clone()))
                 .await;
-            if *reason != DisconnectReason::Shutdown {
-                shared.absences.begin(shared, session, queued.into(), false);
-            }
+            // Also while Vigil stops: the router then sends the stand-in
+            // what it held for the client, to be stored (`Absences::settle`).
+            shared.absences.begin(shared, session, queued.into(), false);
         }
     }
 }
@@ -245,6 +287,7 @@ async fn stand_in(
     subscribe: bool,
     mut leave: oneshot::Receiver<()>,
     generation: u64,
+    heard: Arc<AtomicU64>,
 ) {
     let client_id = session.client_id.clone();
     let expires = deadline(&session);
@@ -291,6 +334,7 @@ async fn stand_in(
             return;
         }
     }
+    heard.store(now_ms(), Ordering::Release);
     let max_queued = shared.config.max_queued_messages;
     // Rising across connections and restarts: the clock, or one past the
     // last one queued.
@@ -401,10 +445,13 @@ async fn stand_in(
         }
         super::make_room(&mut buf);
         tokio::select! {
-            read = reader.read_buf(&mut buf) => if matches!(read, Ok(0) | Err(_)) {
-                tracing::warn!(client_id, "the embedded router closed the stand-in of an absent client");
-                shared.absences.forget(&client_id, generation);
-                return;
+            read = reader.read_buf(&mut buf) => {
+                if matches!(read, Ok(0) | Err(_)) {
+                    tracing::warn!(client_id, "the embedded router closed the stand-in of an absent client");
+                    shared.absences.forget(&client_id, generation);
+                    return;
+                }
+                heard.store(now_ms(), Ordering::Release);
             },
             _ = &mut leave => {
                 let _ = writer.write_all(&[0xE0, 0x00]).await;
