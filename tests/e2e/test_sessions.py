@@ -307,3 +307,32 @@ def test_messages_a_connected_client_had_not_finished_survive_a_restart(vigil, v
     assert back.connect_flags.session_present
     wait_for(lambda: len(_payloads(back, topic)) >= 3, 10, what="the three unfinished messages")
     assert _payloads(back, topic) == [b"m0", b"m1", b"m2"]
+
+
+def test_the_api_lists_absent_clients_with_what_waits_for_them(vigil):
+    """`GET /api/broker` names the clients away whose sessions are kept, the
+    messages waiting for each and when the session ends; also after a
+    restart, and no more once the client is back."""
+    topic = unique("listed")
+    forever, hour = unique("kept"), unique("hour")
+    for client_id, version, expiry in ((forever, "3.1.1", 0), (hour, "5", 3600)):
+        c = _client(vigil, version, client_id, expiry=expiry)
+        c.subscribe(f"{topic}/#", qos=1)
+        c.disconnect()
+    pub = vigil.client(version=V5)
+    for i in range(2):
+        pub.publish_wait(f"{topic}/{i}", b"x", qos=1)
+
+    def absent():
+        return {a["client_id"]: a for a in vigil.http_get_json("/api/broker")["absent"]}
+
+    for _ in range(2):
+        listed = wait_for(lambda: (a := absent()) and all(a.get(c, {}).get("queued") == 2 for c in (forever, hour)) and a,
+                          10, what="both absent clients with two messages each")
+        assert listed[forever]["expires_at"] is None
+        ends_in = listed[hour]["expires_at"] - listed[hour]["away_since"]
+        assert 3590e6 <= ends_in <= 3600e6, ends_in
+        vigil.restart()
+    _client(vigil, "3.1.1", forever)
+    wait_for(lambda: forever not in absent(), 10, what="the returned client off the list")
+    assert hour in absent()

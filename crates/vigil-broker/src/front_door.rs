@@ -236,6 +236,19 @@ pub struct Resume {
     pub sessions: Vec<AwaySession>,
 }
 
+/// A client away whose session is kept (see [`Broker::absent_clients`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbsentClient {
+    /// Its client id.
+    pub client_id: String,
+    /// Since when it has been away (µs).
+    pub away_since: Micros,
+    /// When its session ends if it stays away (`None`: never).
+    pub expires_at: Option<Micros>,
+    /// Messages queued for it.
+    pub queued: usize,
+}
+
 /// A retained message of the last run.
 #[derive(Debug, Clone)]
 pub struct Retained {
@@ -522,6 +535,12 @@ impl Broker {
     /// Clients connected right now.
     pub fn connections(&self) -> usize {
         self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// The clients away whose sessions are kept, with the messages waiting
+    /// for them, by client id.
+    pub fn absent_clients(&self) -> Vec<AbsentClient> {
+        self.shared.absences.absent()
     }
 
     /// Publishes a message to subscribers on Vigil's own behalf (see

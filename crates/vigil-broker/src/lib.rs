@@ -35,6 +35,6 @@ mod tls;
 pub use acl::Rights;
 pub use config::BrokerConfig;
 pub use error::BrokerError;
-pub use front_door::{Broker, Publisher, Refusals, Resume, Retained, Security};
+pub use front_door::{AbsentClient, Broker, Publisher, Refusals, Resume, Retained, Security};
 pub use gate::{Deciding, Denial, Gate, Login, LoopbackOnly, Verdict};
 pub use tls::{ClientCerts, TlsMaterial};

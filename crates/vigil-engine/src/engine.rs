@@ -77,6 +77,23 @@ pub struct BrokerView {
     pub refused_subscriptions: u64,
     /// Clients connected now, by client id.
     pub clients: Vec<ClientView>,
+    /// Clients away whose MQTT sessions are kept, by client id.
+    pub absent: Vec<AbsentClientView>,
+}
+
+/// A client away whose MQTT session the broker keeps (subscriptions, and
+/// messages queued for its return).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct AbsentClientView {
+    /// Its client id.
+    pub client_id: String,
+    /// Since when it has been away, µs.
+    pub away_since: vigil_core::Micros,
+    /// When its session ends if it stays away, µs (`null`: never).
+    pub expires_at: Option<vigil_core::Micros>,
+    /// Messages waiting for it.
+    pub queued: u64,
 }
 
 /// One listener of the broker.
@@ -374,6 +391,17 @@ impl Engine {
             refused_publishes: refusals.publishes,
             refused_subscriptions: refusals.subscriptions,
             clients,
+            absent: self
+                .broker
+                .absent_clients()
+                .into_iter()
+                .map(|a| AbsentClientView {
+                    client_id: a.client_id,
+                    away_since: a.away_since,
+                    expires_at: a.expires_at,
+                    queued: a.queued as u64,
+                })
+                .collect(),
         })
     }
 

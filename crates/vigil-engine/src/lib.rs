@@ -35,7 +35,7 @@ pub use coap::{
     DiscoveryView,
 };
 pub use config::{AlertsConfig, Config, HttpConfig, StoreConfig};
-pub use engine::{BrokerView, Engine, ListenerView, PublishRequest, Stats};
+pub use engine::{AbsentClientView, BrokerView, Engine, ListenerView, PublishRequest, Stats};
 pub use error::EngineError;
 pub use ingest::{ClientView, SettingsUpdate};
 pub use view::MessageView;

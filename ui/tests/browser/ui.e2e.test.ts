@@ -2,6 +2,7 @@
 // clients (Debian's mosquitto_pub). Screenshots of every screen, light and
 // dark, go to artifacts/browser/.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -183,8 +184,19 @@ describe("the UI in chromium", () => {
     await page.getByTestId("alerts").locator("tr.acknowledged").first().waitFor({ timeout: 10_000 });
     const stored = await vigil.api<{ state: string }[]>("/api/alerts?state=active");
     expect(stored.map((a) => a.state)).toEqual(["acknowledged"]);
+    // A nurse station's client with a persistent session (mosquitto_sub -c)
+    // subscribes and leaves; what is published for it waits.
+    await new Promise<void>((resolve) =>
+      spawn("mosquitto_sub", ["-h", "127.0.0.1", "-p", vigil.mqttPort, "-i", "nurse-station", "-c", "-q", "1", "-t", "clinic/#", "-W", "1"], {
+        stdio: "ignore",
+      }).on("close", () => resolve()),
+    );
+    await publish(vigil, "clinic/pulse1/heart_rate", ["-m", "88"]);
     await go("#/broker");
     await page.getByTestId("listeners").waitFor();
+    const absent = page.getByTestId("absent").locator("tr", { hasText: "nurse-station" });
+    await expect.poll(() => absent.locator("td").nth(2).innerText().catch(() => ""), { timeout: 12_000 }).toBe("1");
+    expect(await absent.locator("td").nth(3).innerText()).toBe("never");
     await bothThemes("broker");
     // A device certificate from the Broker screen: issued, offered as files, revoked.
     const certs = page.getByTestId("certificates");

@@ -30,9 +30,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use vigil_core::session::{KeptSession, QueuedMessage, SessionChange, NEVER_EXPIRES};
-use vigil_core::{now_micros, DisconnectReason, MqttVersion};
+use vigil_core::{now_micros, DisconnectReason, Micros, MqttVersion};
 
-use super::{hand_to_router, Link, Shared, ROUTER_CLOSE_WAIT, ROUTER_PING_EVERY};
+use super::{hand_to_router, AbsentClient, Link, Shared, ROUTER_CLOSE_WAIT, ROUTER_PING_EVERY};
 use crate::codec::{
     self, packet_type, property_id, publish_packet_id, Connect, Publish, SubAck, Subscribe,
     SubscriptionFilter,
@@ -69,6 +69,10 @@ struct StandIn {
     /// When the router last sent it anything, in ms since [`EPOCH`]; 0
     /// until it is logged in.
     heard: Arc<AtomicU64>,
+    /// Since when the client has been away.
+    away_since: Micros,
+    /// When the session ends if the client stays away.
+    expires_at: Option<Micros>,
 }
 
 /// The time base of [`StandIn::heard`].
@@ -102,6 +106,8 @@ impl Absences {
         let (leave, left) = oneshot::channel();
         let client_id = session.client_id.clone();
         let heard = Arc::new(AtomicU64::new(0));
+        let away_since = session.away_since.unwrap_or_else(now_micros);
+        let expires_at = session.expires_at();
         let task = tokio::spawn(stand_in(
             shared.clone(),
             session,
@@ -119,6 +125,8 @@ impl Absences {
                 task,
                 queue,
                 heard,
+                away_since,
+                expires_at,
             },
         );
         if let Some(previous) = previous {
@@ -145,6 +153,24 @@ impl Absences {
         }
         let queue = std::mem::take(&mut *stand_in.queue.lock().unwrap_or_else(|e| e.into_inner()));
         Some(queue)
+    }
+
+    /// The clients away whose sessions are kept, by client id.
+    pub(super) fn absent(&self) -> Vec<AbsentClient> {
+        let now = now_micros();
+        let mut absent: Vec<AbsentClient> = self
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.expires_at.is_none_or(|at| at > now) && !s.task.is_finished())
+            .map(|(client_id, s)| AbsentClient {
+                client_id: client_id.clone(),
+                away_since: s.away_since,
+                expires_at: s.expires_at,
+                queued: s.queue.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            })
+            .collect();
+        absent.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        absent
     }
 
     /// Waits, at most until `deadline`, until every stand-in is logged in and
