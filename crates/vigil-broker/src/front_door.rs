@@ -1026,10 +1026,7 @@ async fn serve_client(
     up.abort();
     drop(router_writer);
     shared.connected.fetch_sub(1, Ordering::Relaxed);
-    // Unless the client already came back on another connection.
-    if !claim.taken_over() {
-        away::after_connection(shared, &link, !router_clean_start, queued).await;
-    }
+    away::after_connection(shared, &link, &claim, !router_clean_start, queued).await;
     drop(claim);
     tracing::debug!(client_id, "client disconnected: {reason}");
     let sends_will = reason.sends_will() && reason != DisconnectReason::Shutdown;

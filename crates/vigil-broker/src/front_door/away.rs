@@ -37,6 +37,7 @@ use crate::codec::{
     self, packet_type, property_id, publish_packet_id, Connect, Publish, SubAck, Subscribe,
     SubscriptionFilter,
 };
+use crate::sessions::SessionClaim;
 use crate::stream::{ClientReader, ClientWriter};
 
 /// The front door's own packet ids for queued messages: above every id the
@@ -101,6 +102,25 @@ impl Absences {
         queue: Vec<QueuedMessage>,
         subscribe: bool,
     ) {
+        self.begin_unless(shared, session, queue, subscribe, || false);
+    }
+
+    /// [`Absences::begin`], unless `back()` says the client is back; asked
+    /// under the same lock a returning client's [`Absences::end`] takes, and
+    /// a returning client claims its id before it ends the stand-in, so a
+    /// stand-in never outlives the client's return. Returns whether it began.
+    fn begin_unless(
+        &self,
+        shared: &Arc<Shared>,
+        session: KeptSession,
+        queue: Vec<QueuedMessage>,
+        subscribe: bool,
+        back: impl FnOnce() -> bool,
+    ) -> bool {
+        let mut by_client = self.lock();
+        if back() {
+            return false;
+        }
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
         let queue: Queue = Arc::new(Mutex::new(queue.into()));
         let (leave, left) = oneshot::channel();
@@ -117,7 +137,7 @@ impl Absences {
             generation,
             heard.clone(),
         ));
-        let previous = self.lock().insert(
+        let previous = by_client.insert(
             client_id,
             StandIn {
                 generation,
@@ -132,6 +152,7 @@ impl Absences {
         if let Some(previous) = previous {
             previous.task.abort();
         }
+        true
     }
 
     /// The client is back: its stand-in leaves the router, which keeps the
@@ -212,33 +233,39 @@ impl Absences {
     }
 }
 
-/// A connection whose router session was not a clean start ended (and no
-/// other connection took its client id over): a session to keep is stored
-/// and held by a stand-in, with the messages the client did not take from
-/// `queued`;
-/// one that ends with the connection (MQTT 5 Session Expiry 0, which
-/// rumqttd would keep) is ended in the router.
+/// A connection whose router session was not a clean start ended, unless
+/// another connection took its client id over (`claim`): a session to keep
+/// is stored and held by a stand-in, with the messages the client did not
+/// take from `queued`; one that ends with the connection (MQTT 5 Session
+/// Expiry 0, which rumqttd would keep) is ended in the router.
 pub(super) async fn after_connection(
     shared: &Arc<Shared>,
     link: &Link,
+    claim: &SessionClaim,
     router_kept: bool,
     queued: VecDeque<QueuedMessage>,
 ) {
+    let back = || claim.taken_over();
     match link.session_expiry.load(Ordering::Acquire) {
         0 if !router_kept => {}
         0 => {
             let mut ended = link.kept_session(Some(now_micros()));
             ended.expiry_s = 0;
-            shared.absences.begin(shared, ended, Vec::new(), false);
+            shared
+                .absences
+                .begin_unless(shared, ended, Vec::new(), false, back);
         }
         _ => {
             let session = link.kept_session(Some(now_micros()));
-            shared
-                .report_session(SessionChange::Kept(session.clone()))
-                .await;
             // Also while Vigil stops: the router then sends the stand-in
             // what it held for the client, to be stored (`Absences::settle`).
-            shared.absences.begin(shared, session, queued.into(), false);
+            let away = session.clone();
+            if shared
+                .absences
+                .begin_unless(shared, away, queued.into(), false, back)
+            {
+                shared.report_session(SessionChange::Kept(session)).await;
+            }
         }
     }
 }
