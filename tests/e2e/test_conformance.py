@@ -554,31 +554,6 @@ def test_mqtt5_retain_handling_2_sends_no_retained_messages_on_subscribe(vigil, 
 
 
 @pytest.mark.parametrize("transport", ["tcp", "websockets"])
-@pytest.mark.parametrize("version", ["3.1.1", "5"])
-def test_a_filter_subscribed_again_gets_its_retained_messages_again(vigil, version, transport):
-    """MQTT 3.1.1 [MQTT-3.8.4-3] and MQTT 5 Retain Handling 0: a SUBSCRIBE
-    for a filter the client already has replaces it and sends the retained
-    messages again (rumqttd alone sent them for a new filter only); MQTT 5
-    Retain Handling 1 sends them only for a new one. Live messages go on,
-    once each, and the client sees only the SUBACKs it asked for."""
-    topic = unique("again")
-    vigil.client().publish_wait(f"{topic}/kept", b"retained", qos=1, retain=True)
-    c = vigil.client(version=VERSIONS[version], transport=transport)
-    c.subscribe(f"{topic}/#", qos=1)
-    assert c.expect_message(timeout=10, topic=f"{topic}/kept").retain
-    c.subscribe(f"{topic}/#", qos=1)
-    got = c.expect_message(timeout=10, topic=f"{topic}/kept")
-    assert (got.payload, got.retain) == (b"retained", True)
-    if version == "5":
-        _subscribe_with_options(c, f"{topic}/#", 1, retainHandling=1)
-    vigil.client().publish_wait(f"{topic}/live", b"live", qos=1)
-    assert c.expect_message(timeout=10, topic=f"{topic}/live").payload == b"live"
-    time.sleep(0.3)
-    assert [m.topic.rsplit("/", 1)[1] for m in c.received] == ["kept", "kept", "live"]
-    assert not c.disconnected.is_set()
-
-
-@pytest.mark.parametrize("transport", ["tcp", "websockets"])
 def test_a_311_subscriber_gets_messages_that_mqtt5_clients_published_with_properties(vigil, transport):
     """MQTT 5 properties have no place in MQTT 3.1.1: the server passes the
     message without them. (rumqttd's own 3.1.1 link hit `unreachable!()` on

@@ -878,7 +878,6 @@ async fn serve_client(
         injected_pings: AtomicU32::new(0),
         version,
         pending_subacks: std::sync::Mutex::new(HashMap::new()),
-        kept_unsubacks: Default::default(),
         deliveries: Deliveries::new(),
         maximum_packet_size: limits.maximum_packet_size.map(|m| m as usize),
         receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
@@ -1390,9 +1389,6 @@ struct Link {
     pending_subacks: std::sync::Mutex<HashMap<u16, Vec<Option<u8>>>>,
     /// The router's QoS 1 and 2 messages to the client, and their answers.
     deliveries: Deliveries,
-    /// The packet ids of UNSUBSCRIBEs the front door sent the router
-    /// itself (see [`Upstream::check_subscribe`]): their UNSUBACKs stay here.
-    kept_unsubacks: std::sync::Mutex<HashSet<u16>>,
     /// MQTT 5: the largest packet the client takes (its CONNECT says).
     maximum_packet_size: Option<usize>,
     /// MQTT 5: how many QoS 1 and 2 messages the client takes unfinished
@@ -1454,12 +1450,6 @@ impl Link {
 
     fn subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<SubscriptionFilter>> {
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn kept_unsubacks(&self) -> std::sync::MutexGuard<'_, HashSet<u16>> {
-        self.kept_unsubacks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// This connection's session as the store keeps it, the client away
@@ -1631,14 +1621,6 @@ impl Link {
             {
                 // An MQTT 5 reason code (and properties) 3.1.1 has no room for.
                 Fate::Replace(Bytes::copy_from_slice(&[packet[0], 0x02, body[0], body[1]]))
-            }
-            packet_type::UNSUBACK
-                if body.len() >= 2
-                    && self
-                        .kept_unsubacks()
-                        .remove(&u16::from_be_bytes([body[0], body[1]])) =>
-            {
-                Fate::Drop
             }
             packet_type::UNSUBACK if self.version == MqttVersion::V311 => match body.get(..2) {
                 Some(id) => Fate::Replace(Bytes::copy_from_slice(&[0xB0, 0x02, id[0], id[1]])),
@@ -2142,44 +2124,16 @@ impl Upstream {
                 }
             })
             .collect();
-        // MQTT 3.1.1 [MQTT-3.8.4-3] and MQTT 5 Retain Handling 0: a filter
-        // subscribed again gets its retained messages again; rumqttd sends
-        // them for a new filter only. The router is told to unsubscribe it
-        // first, in the same write (it handles a connection's packets in
-        // order, so no message falls between), under the SUBSCRIBE's packet
-        // id; that UNSUBACK is the front door's.
-        let again: Vec<&str> = {
-            let known = self.link.subscriptions();
-            subscribe
-                .filters
-                .iter()
-                .zip(&slots)
-                .filter(|(f, slot)| {
-                    slot.is_none()
-                        && f.retain_handling() == 0
-                        && shared_subscription(&f.filter).is_none()
-                        && known.iter().any(|k| k.filter == f.filter)
-                })
-                .map(|(f, _)| f.filter.as_str())
-                .collect()
-        };
-        let unsubscribe = (!again.is_empty()).then(|| {
-            self.link.kept_unsubacks().insert(subscribe.packet_id);
-            codec::unsubscribe_v5(subscribe.packet_id, again)
-        });
         let to_router = subscribe.filters.iter().zip(&slots);
         self.link
             .subscribed(to_router.filter(|(_, slot)| slot.is_none()).map(|(f, _)| f));
         self.session_changed().await;
-        let mut packet = BytesMut::new();
-        if let Some(unsubscribe) = &unsubscribe {
-            packet.extend_from_slice(unsubscribe);
-        }
         if slots.iter().all(Option::is_none) {
             // MQTT 5 goes as it came; 3.1.1 in MQTT 5 words.
-            if self.version == MqttVersion::V5 && unsubscribe.is_none() {
+            if self.version == MqttVersion::V5 {
                 return None;
             }
+            let mut packet = BytesMut::new();
             subscribe.encode(MqttVersion::V5, &mut packet);
             return Some(Some(packet.freeze()));
         }
@@ -2220,6 +2174,7 @@ impl Upstream {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(subscribe.packet_id, slots);
+        let mut packet = BytesMut::new();
         subscribe.encode(MqttVersion::V5, &mut packet);
         Some(Some(packet.freeze()))
     }

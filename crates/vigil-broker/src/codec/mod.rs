@@ -68,8 +68,7 @@ pub use properties::{
 };
 pub use publish::{publish_packet_id, Publish, PublishProperties};
 pub use subscribe::{
-    unsubscribe_filters, unsubscribe_v5, valid_topic_filter, Subscribe, SubscribeProperties,
-    SubscriptionFilter,
+    unsubscribe_filters, valid_topic_filter, Subscribe, SubscribeProperties, SubscriptionFilter,
 };
 
 /// A whole PINGREQ packet, as the front door sends it to the router on a

@@ -256,20 +256,6 @@ pub fn unsubscribe_filters(
     Ok(filters)
 }
 
-/// A whole MQTT 5 UNSUBSCRIBE of `filters` (no properties).
-pub fn unsubscribe_v5<'a>(packet_id: u16, filters: impl IntoIterator<Item = &'a str>) -> Bytes {
-    let filters: Vec<&str> = filters.into_iter().collect();
-    let len = 2 + 1 + filters.iter().map(|f| wire::str_len(f)).sum::<usize>();
-    let mut out = BytesMut::with_capacity(len + 5);
-    super::put_fixed_header(&mut out, 0xA2, len);
-    out.put_u16(packet_id);
-    out.put_u8(0);
-    for f in filters {
-        wire::put_str(&mut out, f);
-    }
-    out.freeze()
-}
-
 fn malformed(reason: &'static str) -> CodecError {
     CodecError::Malformed {
         packet: PACKET,

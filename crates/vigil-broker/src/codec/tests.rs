@@ -332,22 +332,6 @@ fn error_messages_are_sentences() {
 }
 
 #[test]
-fn an_unsubscribe_written_here_reads_back() {
-    let packet = unsubscribe_v5(9, ["a/#", "x"]);
-    assert_eq!(&packet[..2], &[0xA2, packet.len() as u8 - 2]);
-    let body = &packet[2..];
-    assert_eq!(
-        &body[..3],
-        &[0x00, 0x09, 0x00],
-        "packet id 9, no properties"
-    );
-    assert_eq!(
-        unsubscribe_filters(0b0010, body, V5).unwrap(),
-        vec!["a/#".to_owned(), "x".to_owned()]
-    );
-}
-
-#[test]
 fn unsubscribe_filters_are_read_in_order_and_bad_ones_are_refused() {
     // packet id 7, (v5: properties: one user property a=b), filters "a/#", "x"
     let v4 = [0x00, 0x07, 0x00, 0x03, b'a', b'/', b'#', 0x00, 0x01, b'x'];

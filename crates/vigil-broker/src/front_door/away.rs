@@ -724,7 +724,6 @@ mod tests {
             injected_pings: AtomicU32::new(0),
             version,
             pending_subacks: Default::default(),
-            kept_unsubacks: Default::default(),
             deliveries: Deliveries::new(),
             maximum_packet_size: None,
             receive_maximum: 65_535,
