@@ -336,3 +336,79 @@ def test_the_api_lists_absent_clients_with_what_waits_for_them(vigil):
     _client(vigil, "3.1.1", forever)
     wait_for(lambda: forever not in absent(), 10, what="the returned client off the list")
     assert hour in absent()
+
+
+def test_a_delayed_will_of_a_kept_session_is_still_sent(vigil):
+    """MQTT 5 3.1.3.2.2: the will goes after its Will Delay Interval (or when
+    the session ends, if sooner) unless the client returns first. The
+    stand-in that keeps the session logs in only then, since a login under
+    the client's id cancels the will."""
+    topic = unique("delayed-will")
+    watcher = vigil.client(version=V5)
+    watcher.subscribe(topic, qos=1)
+    will = {"topic": topic, "payload": b"gone", "qos": 1,
+            "properties": _props(PacketTypes.WILLMESSAGE, WillDelayInterval=2)}
+    client_id = unique("kept")
+    dying = _client(vigil, "5", client_id, will=will)
+    dying.subscribe(f"{topic}/x/#", qos=1)
+    lost_at = time.monotonic()
+    dying.stop()  # the socket closes without DISCONNECT
+    got = watcher.expect_message(timeout=10, topic=topic)
+    assert got.payload == b"gone"
+    assert time.monotonic() - lost_at >= 1.5, "the will came before its delay"
+    # The session is kept all the same, and queues from then on.
+    vigil.client(version=V5).publish_wait(f"{topic}/x/1", b"queued", qos=1)
+    back = _client(vigil, "5", client_id)
+    assert back.connect_flags.session_present
+    assert back.expect_message(timeout=10, topic=f"{topic}/x/1").payload == b"queued"
+
+
+def test_a_late_answer_to_a_queued_message_does_not_cost_the_connection(vigil):
+    """A returning client that answers a queued message only after the front
+    door stopped waiting for it (1.5 × its keepalive) stays connected: that
+    answer is the front door's, and rumqttd would drop a connection for an
+    acknowledgement it never asked for."""
+    import socket
+    import struct
+
+    from helpers import HOST, _str, _varint, recv_packet
+
+    topic = unique("late")
+    client_id = unique("kept")
+    first = _client(vigil, "5", client_id)
+    first.subscribe(f"{topic}/#", qos=1)
+    first.disconnect()
+    pub = vigil.client(version=V5)
+    pub.publish_wait(f"{topic}/queued", b"queued", qos=1)
+    wait_for(lambda: _queued_rows(vigil, client_id) == 1, 10, what="the queued row")
+    # Clean start 0, keepalive 1 s, Session Expiry Interval 300.
+    props = b"\x11" + struct.pack("!I", 300)
+    body = (_str("MQTT") + bytes([5, 0x00]) + struct.pack("!H", 1) + _varint(len(props)) + props
+            + _str(client_id))
+    sock = socket.create_connection((HOST, vigil.mqtt_port), timeout=5)
+    try:
+        sock.sendall(b"\x10" + _varint(len(body)) + body)
+        kind, _, connack = recv_packet(sock, 5)
+        assert kind == 2 and connack[0] & 1 and connack[1] == 0, connack
+        kind, flags, publish = recv_packet(sock, 5)
+        assert kind == 3 and (flags >> 1) & 3 == 1
+        n = struct.unpack("!H", publish[:2])[0]
+        packet_id = publish[2 + n:4 + n]
+        # Unanswered past 1.5 × keepalive, pinging meanwhile.
+        for _ in range(5):
+            sock.sendall(b"\xC0\x00")
+            assert recv_packet(sock, 2)[0] == 13
+            time.sleep(0.5)
+        sock.sendall(b"\x40\x02" + packet_id)
+        pub.publish_wait(f"{topic}/live", b"live", qos=1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            sock.sendall(b"\xC0\x00")
+            got = recv_packet(sock, 1)
+            if got and got[0] == 3:
+                assert b"live" in got[2]
+                break
+        else:
+            raise AssertionError("the live message did not come")
+    finally:
+        sock.close()

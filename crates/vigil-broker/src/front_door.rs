@@ -317,7 +317,8 @@ impl Shared {
                     session.client_id.clone(),
                     Arc::new(std::sync::Mutex::new(filters.collect())),
                 );
-            self.absences.begin(self, session, queue, true);
+            self.absences
+                .begin(self, session, queue, away::StandInLogin::Resubscribing);
         }
         if sessions > 0 {
             tracing::info!(
@@ -774,8 +775,8 @@ async fn serve_client(
     let claim = shared.sessions.claim(&client_id);
     // The client is back: the stand-in that held its session leaves, with
     // what it queued.
-    let queued = shared.absences.end(&client_id).await;
-    let known = queued.is_some() || shared.has_session(&client_id);
+    let returning = shared.absences.end(shared, &client_id).await;
+    let known = returning.held() || shared.has_session(&client_id);
     if connect.clean_start && session_expiry > 0 {
         // MQTT 5 clean start with a session to keep: the old one goes now
         // (told clean start, rumqttd would keep no session at all).
@@ -873,7 +874,7 @@ async fn serve_client(
             })
             .await;
     }
-    let mut queued = queued.filter(|_| resumed).unwrap_or_default();
+    let mut queued = returning.take().filter(|_| resumed).unwrap_or_default();
     let link = Arc::new(Link {
         injected_pings: AtomicU32::new(0),
         version,
@@ -894,6 +895,7 @@ async fn serve_client(
     if !queued.is_empty() {
         // Messages queued while it was away go first. Whatever ended the
         // delivery ends the connection the usual way below.
+        let from = queued.front().map_or(0, |m| m.seq);
         let (through, _) = away::deliver(
             &link,
             &mut reader,
@@ -907,6 +909,7 @@ async fn serve_client(
             shared
                 .report_session(SessionChange::Delivered {
                     client_id: client_id.clone(),
+                    from,
                     through,
                 })
                 .await;
@@ -1025,7 +1028,25 @@ async fn serve_client(
     up.abort();
     drop(router_writer);
     shared.connected.fetch_sub(1, Ordering::Relaxed);
-    away::after_connection(shared, &link, &claim, !router_clean_start, queued).await;
+    // A will the router sends later (MQTT 5 Will Delay Interval) must not be
+    // cancelled by a stand-in logging in under the client's id first.
+    let will_delay = match &connect.will {
+        Some(_) if reason.sends_will() && reason != DisconnectReason::Shutdown => connect
+            .will_properties_v5()
+            .ok()
+            .and_then(|w| w.will_delay_interval)
+            .unwrap_or(0),
+        _ => 0,
+    };
+    away::after_connection(
+        shared,
+        &link,
+        &claim,
+        !router_clean_start,
+        Duration::from_secs(u64::from(will_delay)),
+        queued,
+    )
+    .await;
     drop(claim);
     tracing::debug!(client_id, "client disconnected: {reason}");
     let sends_will = reason.sends_will() && reason != DisconnectReason::Shutdown;
@@ -1864,10 +1885,24 @@ impl Upstream {
                         cut = Some(None);
                     }
                 },
+                // A late answer to a queued message the front door sent
+                // (`away::deliver` gave up waiting): the router never sent
+                // it, and would drop the connection for an answer it did
+                // not expect.
+                packet_type::PUBACK | packet_type::PUBREC | packet_type::PUBCOMP
+                    if chunk
+                        .get(at + h.header_len..at + h.header_len + 2)
+                        .is_some_and(|id| {
+                            u16::from_be_bytes([id[0], id[1]]) >= away::FIRST_OWN_PACKET_ID
+                        }) =>
+                {
+                    cut = Some(None)
+                }
                 packet_type::PUBACK | packet_type::PUBREC | packet_type::PUBCOMP => {
                     if let Some(id) = chunk.get(at + h.header_len..at + h.header_len + 2) {
                         let id = u16::from_be_bytes([id[0], id[1]]);
                         let answer = &chunk[at..frame_end];
+
                         match self
                             .link
                             .deliveries

@@ -77,10 +77,14 @@ pub enum SessionChange {
         /// The message.
         message: QueuedMessage,
     },
-    /// The client has the queued messages up to `through` (inclusive).
+    /// The client has the queued messages from `from` to `through`
+    /// (inclusive): those it was handed on its return. Others stay (say,
+    /// ones a connection that was taken over could not deliver).
     Delivered {
         /// The client.
         client_id: String,
+        /// The first delivered message's `seq`.
+        from: i64,
         /// The last delivered message's `seq`.
         through: i64,
     },

@@ -47,12 +47,19 @@ pub(crate) async fn apply(
             .execute(&mut *conn)
             .await?;
         }
-        SessionChange::Delivered { client_id, through } => {
-            sqlx::query("DELETE FROM mqtt_session_queue WHERE client_id = ?1 AND seq <= ?2")
-                .bind(client_id.as_str())
-                .bind(through)
-                .execute(&mut *conn)
-                .await?;
+        SessionChange::Delivered {
+            client_id,
+            from,
+            through,
+        } => {
+            sqlx::query(
+                "DELETE FROM mqtt_session_queue WHERE client_id = ?1 AND seq BETWEEN ?2 AND ?3",
+            )
+            .bind(client_id.as_str())
+            .bind(from)
+            .bind(through)
+            .execute(&mut *conn)
+            .await?;
         }
         SessionChange::Ended { client_id } => {
             for table in ["mqtt_session_queue", "mqtt_sessions"] {
@@ -190,9 +197,18 @@ mod tests {
                 q("a", queued(2, b"two")),
                 q("b", queued(1, b"b1")),
                 q("a", queued(3, b"three")),
+                q("a", queued(4, b"four")),
+                q("a", queued(5, b"five")),
                 SessionChange::Delivered {
                     client_id: "a".into(),
+                    from: 1,
                     through: 1,
+                },
+                // Only what this delivery held goes: 3 stays.
+                SessionChange::Delivered {
+                    client_id: "a".into(),
+                    from: 4,
+                    through: 5,
                 },
                 SessionChange::Kept(session("c", Some(9), &[])),
                 q("c", queued(1, b"c1")),

@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 use vigil_core::session::{KeptSession, QueuedMessage, SessionChange, NEVER_EXPIRES};
 use vigil_core::{now_micros, DisconnectReason, Micros, MqttVersion};
 
@@ -43,7 +43,7 @@ use crate::stream::{ClientReader, ClientWriter};
 /// The front door's own packet ids for queued messages: above every id the
 /// router gives (rumqttd numbers its deliveries 1 to 100), so a client can
 /// tell them apart from an unfinished QoS 2 delivery of the router's.
-const FIRST_OWN_PACKET_ID: u16 = 1_001;
+pub(super) const FIRST_OWN_PACKET_ID: u16 = 1_001;
 /// Queued messages sent to a returning client before it must answer some.
 const DELIVERY_WINDOW: usize = 100;
 /// How long a returning client may leave queued messages unanswered, when
@@ -51,6 +51,19 @@ const DELIVERY_WINDOW: usize = 100;
 const DELIVERY_WAIT: Duration = Duration::from_secs(60);
 /// How long the router may take to log a stand-in in or out.
 const ROUTER_ANSWER: Duration = Duration::from_secs(10);
+
+/// When and how a stand-in logs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StandInLogin {
+    /// At once: the router has the session.
+    Now,
+    /// At once, subscribing the session's filters: the router does not know
+    /// the session (at start).
+    Resubscribing,
+    /// After this long: the client's will is due then (its Will Delay
+    /// Interval), and a login under its id would cancel it.
+    After(Duration),
+}
 
 /// A session's queue, shared by its stand-in and whoever ends it.
 type Queue = Arc<Mutex<VecDeque<QueuedMessage>>>;
@@ -70,6 +83,8 @@ struct StandIn {
     /// When the router last sent it anything, in ms since [`EPOCH`]; 0
     /// until it is logged in.
     heard: Arc<AtomicU64>,
+    /// The session it holds.
+    session: KeptSession,
     /// Since when the client has been away.
     away_since: Micros,
     /// When the session ends if the client stays away.
@@ -93,16 +108,15 @@ impl Absences {
     }
 
     /// Logs a stand-in into the router for `session`'s client, with its
-    /// `queue`; `subscribe`: the router does not know the session yet (at
-    /// start), so the stand-in subscribes its filters.
+    /// `queue`.
     pub(super) fn begin(
         &self,
         shared: &Arc<Shared>,
         session: KeptSession,
         queue: Vec<QueuedMessage>,
-        subscribe: bool,
+        login: StandInLogin,
     ) {
-        self.begin_unless(shared, session, queue, subscribe, || false);
+        self.begin_unless(shared, session, queue, login, || false);
     }
 
     /// [`Absences::begin`], unless `back()` says the client is back; asked
@@ -114,7 +128,7 @@ impl Absences {
         shared: &Arc<Shared>,
         session: KeptSession,
         queue: Vec<QueuedMessage>,
-        subscribe: bool,
+        login: StandInLogin,
         back: impl FnOnce() -> bool,
     ) -> bool {
         let mut by_client = self.lock();
@@ -130,9 +144,9 @@ impl Absences {
         let expires_at = session.expires_at();
         let task = tokio::spawn(stand_in(
             shared.clone(),
-            session,
+            session.clone(),
             queue.clone(),
-            subscribe,
+            login,
             left,
             generation,
             heard.clone(),
@@ -145,6 +159,7 @@ impl Absences {
                 task,
                 queue,
                 heard,
+                session,
                 away_since,
                 expires_at,
             },
@@ -156,10 +171,16 @@ impl Absences {
     }
 
     /// The client is back: its stand-in leaves the router, which keeps the
-    /// session. Returns the messages queued for it (`None`: no stand-in,
-    /// the session ended or was never kept).
-    pub(super) async fn end(&self, client_id: &str) -> Option<VecDeque<QueuedMessage>> {
-        let stand_in = self.lock().remove(client_id)?;
+    /// session. Returns the session and the messages queued for it (none:
+    /// no stand-in, the session ended or was never kept).
+    pub(super) async fn end(&self, shared: &Arc<Shared>, client_id: &str) -> Returning {
+        let mut returning = Returning {
+            shared: shared.clone(),
+            away: None,
+        };
+        let Some(stand_in) = self.lock().remove(client_id) else {
+            return returning;
+        };
         let _ = stand_in.leave.send(());
         let mut task = stand_in.task;
         if timeout(ROUTER_CLOSE_WAIT + ROUTER_ANSWER, &mut task)
@@ -173,7 +194,8 @@ impl Absences {
             task.abort();
         }
         let queue = std::mem::take(&mut *stand_in.queue.lock().unwrap_or_else(|e| e.into_inner()));
-        Some(queue)
+        returning.away = Some((stand_in.session, queue));
+        returning
     }
 
     /// The clients away whose sessions are kept, by client id.
@@ -243,9 +265,17 @@ pub(super) async fn after_connection(
     link: &Link,
     claim: &SessionClaim,
     router_kept: bool,
+    will_delay: Duration,
     queued: VecDeque<QueuedMessage>,
 ) {
     let back = || claim.taken_over();
+    // The router times the will from when it notices the connection gone,
+    // which may be a little after now: a second to spare.
+    let login = if will_delay.is_zero() {
+        StandInLogin::Now
+    } else {
+        StandInLogin::After(will_delay + Duration::from_secs(1))
+    };
     match link.session_expiry.load(Ordering::Acquire) {
         0 if !router_kept => {}
         0 => {
@@ -253,7 +283,7 @@ pub(super) async fn after_connection(
             ended.expiry_s = 0;
             shared
                 .absences
-                .begin_unless(shared, ended, Vec::new(), false, back);
+                .begin_unless(shared, ended, Vec::new(), login, back);
         }
         _ => {
             let session = link.kept_session(Some(now_micros()));
@@ -262,10 +292,41 @@ pub(super) async fn after_connection(
             let away = session.clone();
             if shared
                 .absences
-                .begin_unless(shared, away, queued.into(), false, back)
+                .begin_unless(shared, away, queued.into(), login, back)
             {
                 shared.report_session(SessionChange::Kept(session)).await;
             }
+        }
+    }
+}
+
+/// A returning client's session and queue, taken from its stand-in. Should
+/// the connection fail before it is established ([`Returning::take`]), a new
+/// stand-in takes them back.
+pub(super) struct Returning {
+    shared: Arc<Shared>,
+    away: Option<(KeptSession, VecDeque<QueuedMessage>)>,
+}
+
+impl Returning {
+    /// Whether a stand-in held the session.
+    pub(super) fn held(&self) -> bool {
+        self.away.is_some()
+    }
+
+    /// The connection is established: the queue is its to deliver.
+    pub(super) fn take(mut self) -> Option<VecDeque<QueuedMessage>> {
+        self.away.take().map(|(_, queue)| queue)
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        if let Some((session, queue)) = self.away.take() {
+            let shared = self.shared.clone();
+            shared
+                .absences
+                .begin(&shared, session, queue.into(), StandInLogin::Now);
         }
     }
 }
@@ -337,13 +398,23 @@ async fn stand_in(
     shared: Arc<Shared>,
     session: KeptSession,
     queue: Queue,
-    subscribe: bool,
+    login: StandInLogin,
     mut leave: oneshot::Receiver<()>,
     generation: u64,
     heard: Arc<AtomicU64>,
 ) {
     let client_id = session.client_id.clone();
     let expires = deadline(&session);
+    if let StandInLogin::After(wait) = login {
+        // Nothing comes in meanwhile: at a stop, it is settled.
+        heard.store(now_ms(), Ordering::Release);
+        let until = expires.map_or(Instant::now() + wait, |e| e.min(Instant::now() + wait));
+        tokio::select! {
+            _ = sleep_until(until) => {}
+            // Back before its will was due: the router cancels the will.
+            _ = &mut leave => return,
+        }
+    }
     if expires.is_some_and(|at| at <= Instant::now()) {
         end_session(&shared, &client_id, &queue).await;
         shared.absences.forget(&client_id, generation);
@@ -351,12 +422,12 @@ async fn stand_in(
     }
     let connect = stand_in_connect(&client_id, false);
     let router = &shared.router;
-    let login = timeout(
+    let logged_in = timeout(
         ROUTER_ANSWER,
         hand_to_router(router.addr, &connect, &client_id, &router.secret, false),
     )
     .await;
-    let (mut reader, mut writer, mut buf) = match login {
+    let (mut reader, mut writer, mut buf) = match logged_in {
         Ok(Ok((reader, writer, buf, connack))) if connack.code == 0 => (reader, writer, buf),
         _ => {
             tracing::warn!(
@@ -367,7 +438,7 @@ async fn stand_in(
             return;
         }
     };
-    if subscribe && !session.subscriptions.is_empty() {
+    if login == StandInLogin::Resubscribing && !session.subscriptions.is_empty() {
         let subscribe = Subscribe {
             packet_id: 1,
             filters: session
@@ -616,11 +687,14 @@ pub(super) async fn deliver(
     keepalive: u16,
 ) -> (Option<i64>, Result<(), DisconnectReason>) {
     let window = link.receive_maximum.clamp(1, DELIVERY_WINDOW);
+    // How long the client may answer none of them (its PINGREQs do not
+    // count): then the rest waits for its next return.
     let wait = if keepalive > 0 {
         Duration::from_millis(u64::from(keepalive) * 1500)
     } else {
         DELIVERY_WAIT
     };
+    let mut answered_at = Instant::now();
     let mut next_id = FIRST_OWN_PACKET_ID;
     // Sent and not yet answered (PUBACK, PUBCOMP), in order.
     let mut unanswered: Vec<(u16, QueuedMessage)> = Vec::new();
@@ -667,8 +741,10 @@ pub(super) async fn deliver(
             match (h.packet_type, ours) {
                 (packet_type::PUBACK | packet_type::PUBCOMP, Some(i)) => {
                     unanswered.remove(i);
+                    answered_at = Instant::now();
                 }
                 (packet_type::PUBREC, Some(i)) => {
+                    answered_at = Instant::now();
                     let id = unanswered[i].0.to_be_bytes();
                     replies.extend_from_slice(&[0x62, 0x02, id[0], id[1]]);
                 }
@@ -690,7 +766,7 @@ pub(super) async fn deliver(
         // Wait for answers when nothing more may (or is left to) go.
         if !unanswered.is_empty() && (unanswered.len() >= window || queue.is_empty()) {
             super::make_room(buf);
-            match timeout(wait, reader.read_into(buf)).await {
+            match timeout_at(answered_at + wait, reader.read_into(buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => break Err(DisconnectReason::Dropped),
                 Err(_) => break Err(DisconnectReason::KeepaliveTimeout),
