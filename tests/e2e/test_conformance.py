@@ -670,16 +670,19 @@ def test_a_persistent_session_gets_what_was_published_while_it_was_away(vigil, v
     assert got == [b"1", b"2"], got
 
 
-def test_mqtt5_no_local_holds_for_a_session_resumed_without_subscribing_again(vigil):
+@pytest.mark.parametrize("across_restart", [False, True], ids=["running", "restarted"])
+def test_mqtt5_no_local_holds_for_a_session_resumed_without_subscribing_again(vigil, across_restart):
     """The options of a kept session's subscriptions hold when the client
-    comes back (session present) and does not subscribe again: No Local
-    still keeps its own messages from it."""
+    comes back (session present) and does not subscribe again, also after
+    a restart of Vigil: No Local still keeps its own messages from it."""
     topic = unique("resumed")
     client_id = unique("nl-session")
     kept = _connect_properties(SessionExpiryInterval=300)
     first = vigil.client(version=V5, client_id=client_id, clean=False, connect_properties=kept)
     _subscribe_with_options(first, f"{topic}/#", 1, noLocal=True)
     first.disconnect()
+    if across_restart:
+        vigil.restart()
     back = vigil.client(version=V5, client_id=client_id, clean=False, connect_properties=kept)
     assert back.connect_flags.session_present
     back.publish_wait(f"{topic}/mine", b"mine", qos=1)

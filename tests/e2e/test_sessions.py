@@ -37,6 +37,25 @@ def _client(vigil, version: str, client_id: str, transport: str = "tcp", clean: 
                         connect_properties=_kept(version, expiry), transport=transport, **kw)
 
 
+def _left(vigil, version: str, name: str, *, client_prefix: str = "kept", expiry: int = 300,
+          qos: int = 1) -> tuple[str, str]:
+    """A client with a kept session that subscribed to `<topic>/#` and left:
+    its topic and client id."""
+    topic, client_id = unique(name), unique(client_prefix)
+    first = _client(vigil, version, client_id, expiry=expiry)
+    first.subscribe(f"{topic}/#", qos=qos)
+    first.disconnect()
+    return topic, client_id
+
+
+def _publish_numbered(vigil, topic: str, n: int):
+    """Publishes `m0`, `m1`, ... at QoS 1 to `<topic>/<i>`; returns the publisher."""
+    pub = vigil.client(version=V5)
+    for i in range(n):
+        pub.publish_wait(f"{topic}/{i}", f"m{i}".encode(), qos=1)
+    return pub
+
+
 def _queued_rows(vigil, client_id: str) -> int:
     with sqlite3.connect(f"file:{vigil.db_path}?mode=ro", uri=True, timeout=5) as db:
         return db.execute("SELECT count(*) FROM mqtt_session_queue WHERE client_id = ?",
@@ -86,14 +105,8 @@ def test_a_kept_session_and_its_queue_survive_a_restart(vigil, version, transpor
 def test_queued_messages_outlive_a_crash(vigil):
     """SIGKILL while the client is away: what was queued was already in
     SQLite."""
-    topic = unique("crash")
-    client_id = unique("kept")
-    first = _client(vigil, "3.1.1", client_id)
-    first.subscribe(f"{topic}/#", qos=1)
-    first.disconnect()
-    pub = vigil.client(version=V5)
-    for i in range(5):
-        pub.publish_wait(f"{topic}/{i}", f"m{i}".encode(), qos=1)
+    topic, client_id = _left(vigil, "3.1.1", "crash")
+    _publish_numbered(vigil, topic, 5)
     wait_for(lambda: _queued_rows(vigil, client_id) == 5, 10, what="five queued rows in SQLite")
     vigil.close_clients()
     vigil.kill()
@@ -104,36 +117,12 @@ def test_queued_messages_outlive_a_crash(vigil):
     assert _payloads(back, topic) == [f"m{i}".encode() for i in range(5)]
 
 
-def test_mqtt5_options_of_a_restored_session_still_hold(vigil):
-    """No Local of a kept subscription holds after a restart: the client's
-    own message is not sent back to it."""
-    topic = unique("restored-nl")
-    client_id = unique("kept")
-    first = _client(vigil, "5", client_id)
-    from paho.mqtt.subscribeoptions import SubscribeOptions
-    rc, mid = first.paho.subscribe(f"{topic}/#", options=SubscribeOptions(qos=1, noLocal=True))
-    wait_for(lambda: first._suback(mid), 10, what="SUBACK")
-    first.disconnect()
-    vigil.restart()
-    back = _client(vigil, "5", client_id)
-    assert back.connect_flags.session_present
-    back.publish_wait(f"{topic}/mine", b"mine", qos=1)
-    vigil.client(version=V5).publish_wait(f"{topic}/theirs", b"theirs", qos=1)
-    assert back.expect_message(timeout=10).topic == f"{topic}/theirs"
-    time.sleep(0.3)
-    assert [m.topic for m in back.received] == [f"{topic}/theirs"]
-
-
 @pytest.mark.parametrize("across_restart", [False, True], ids=["running", "restarted"])
 def test_mqtt5_session_expires_after_its_interval(vigil, across_restart):
     """[MQTT-3.1.2-23]: the session ends when the Session Expiry Interval
     has passed since the connection closed, also across a restart; what was
     queued for it goes too."""
-    topic = unique("expiry")
-    client_id = unique("short")
-    first = _client(vigil, "5", client_id, expiry=2)
-    first.subscribe(f"{topic}/#", qos=1)
-    first.disconnect()
+    topic, client_id = _left(vigil, "5", "expiry", client_prefix="short", expiry=2)
     vigil.client(version=V5).publish_wait(f"{topic}/x", b"queued", qos=1)
     wait_for(lambda: _queued_rows(vigil, client_id) == 1, 10, what="the queued row")
     if across_restart:
@@ -204,11 +193,7 @@ def test_a_queued_message_expires_while_it_waits_and_says_what_is_left(vigil):
     """[MQTT-3.3.2-5] and [MQTT-3.3.2-6] for messages queued across a
     restart: an expired one is not sent; another arrives with its Message
     Expiry Interval less the time it waited."""
-    topic = unique("msg-expiry")
-    client_id = unique("kept")
-    first = _client(vigil, "5", client_id)
-    first.subscribe(f"{topic}/#", qos=1)
-    first.disconnect()
+    topic, client_id = _left(vigil, "5", "msg-expiry")
     pub = vigil.client(version=V5)
     pub.publish_wait(f"{topic}/short", b"short", qos=1,
                      properties=_props(PacketTypes.PUBLISH, MessageExpiryInterval=1))
@@ -231,16 +216,10 @@ def test_the_queue_of_an_absent_client_is_bounded(vigil_factory, tmp_path):
     config = tmp_path / "vigil.toml"
     config.write_text("[broker]\nmax_queued_messages = 3\n")
     vigil = vigil_factory(["--config", str(config)])
-    topic = unique("bounded")
-    client_id = unique("kept")
-    first = _client(vigil, "3.1.1", client_id)
-    first.subscribe(f"{topic}/#", qos=1)
-    first.disconnect()
+    topic, client_id = _left(vigil, "3.1.1", "bounded")
     live = vigil.client()
     live.subscribe(f"{topic}/#", qos=1)
-    pub = vigil.client(version=V5)
-    for i in range(6):
-        pub.publish_wait(f"{topic}/{i}", f"m{i}".encode(), qos=1)
+    _publish_numbered(vigil, topic, 6)
     wait_for(lambda: len(live.received) == 6, 10, what="the live subscriber's six")
     back = _client(vigil, "3.1.1", client_id)
     wait_for(lambda: len(back.received) >= 3, 10, what="the three kept")
@@ -252,14 +231,8 @@ def test_the_queue_of_an_absent_client_is_bounded(vigil_factory, tmp_path):
 def test_a_returning_client_gets_no_more_queued_messages_than_its_receive_maximum(vigil):
     """[MQTT-3.3.4-9] for the queue: unanswered QoS 1 messages never exceed
     the client's Receive Maximum; all come, in order, as it answers."""
-    topic = unique("recvmax")
-    client_id = unique("kept")
-    first = _client(vigil, "5", client_id)
-    first.subscribe(f"{topic}/#", qos=1)
-    first.disconnect()
-    pub = vigil.client(version=V5)
-    for i in range(12):
-        pub.publish_wait(f"{topic}/{i}", f"m{i}".encode(), qos=1)
+    topic, client_id = _left(vigil, "5", "recvmax")
+    _publish_numbered(vigil, topic, 12)
     vigil.restart()
     connect = _props(PacketTypes.CONNECT, SessionExpiryInterval=300, ReceiveMaximum=2)
     back = vigil.client(version=V5, client_id=client_id, clean=False, connect_properties=connect,
@@ -297,9 +270,7 @@ def test_messages_a_connected_client_had_not_finished_survive_a_restart(vigil, v
     first.paho.manual_ack_set(True)
     first.connect()
     first.subscribe(f"{topic}/#", qos=1)
-    pub = vigil.client(version=V5)
-    for i in range(3):
-        pub.publish_wait(f"{topic}/{i}", f"m{i}".encode(), qos=1)
+    _publish_numbered(vigil, topic, 3)
     wait_for(lambda: len(first.received) >= 1, 10, what="the first message, unanswered")
     vigil.restart()
     first.stop()
@@ -373,11 +344,7 @@ def test_a_late_answer_to_a_queued_message_does_not_cost_the_connection(vigil):
 
     from helpers import HOST, _str, _varint, recv_packet
 
-    topic = unique("late")
-    client_id = unique("kept")
-    first = _client(vigil, "5", client_id)
-    first.subscribe(f"{topic}/#", qos=1)
-    first.disconnect()
+    topic, client_id = _left(vigil, "5", "late")
     pub = vigil.client(version=V5)
     pub.publish_wait(f"{topic}/queued", b"queued", qos=1)
     wait_for(lambda: _queued_rows(vigil, client_id) == 1, 10, what="the queued row")
