@@ -544,18 +544,6 @@ impl Broker {
         self.shared.absences.absent()
     }
 
-    /// Publishes a message to subscribers on Vigil's own behalf (see
-    /// [`Publisher::publish`]).
-    pub async fn publish(
-        &self,
-        topic: &str,
-        payload: Bytes,
-        qos: u8,
-        retain: bool,
-    ) -> Result<(), String> {
-        self.publisher().publish(topic, payload, qos, retain).await
-    }
-
     /// A handle that publishes on Vigil's behalf from another task.
     pub fn publisher(&self) -> Publisher {
         Publisher {

@@ -579,6 +579,7 @@ impl Engine {
             )));
         }
         self.broker
+            .publisher()
             .publish(&request.topic, payload.clone(), request.qos, request.retain)
             .await
             .map_err(EngineError::BadRequest)?;
