@@ -554,6 +554,55 @@ def test_mqtt5_retain_handling_2_sends_no_retained_messages_on_subscribe(vigil, 
 
 
 @pytest.mark.parametrize("transport", ["tcp", "websockets"])
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_a_filter_subscribed_again_gets_its_retained_messages_again(vigil, version, transport):
+    """MQTT 3.1.1 [MQTT-3.8.4-3] and MQTT 5 Retain Handling 0: a SUBSCRIBE
+    for a filter the client already has sends its retained messages again
+    (rumqttd alone sent them for a new filter only), at the smaller QoS, QoS
+    2 flows included; MQTT 5 Retain Handling 1 sends them only for a new
+    filter. Live messages go on, once each."""
+    topic = unique("again")
+    pub = vigil.client(version=V5)
+    pub.publish_wait(f"{topic}/one", b"retained-1", qos=2, retain=True)
+    pub.publish_wait(f"{topic}/two", b"retained-2", qos=1, retain=True)
+    c = vigil.client(version=VERSIONS[version], transport=transport)
+    c.subscribe(f"{topic}/#", qos=2)
+    wait_for(lambda: len(c.received) == 2, 10, what="the retained messages")
+    c.subscribe(f"{topic}/#", qos=2)
+    wait_for(lambda: len(c.received) == 4, 10, what="the retained messages again")
+    with c.lock:
+        again = sorted((m.payload, m.qos, m.retain) for m in c.received[2:])
+    assert again == [(b"retained-1", 2, True), (b"retained-2", 1, True)]
+    # Subscribed again at QoS 0: at QoS 0.
+    c.subscribe(f"{topic}/one", qos=0)
+    c.subscribe(f"{topic}/one", qos=0)
+    wait_for(lambda: len(c.received) == 6, 10, what="the QoS 0 retained message twice")
+    assert [(m.payload, m.qos) for m in c.received[4:]] == [(b"retained-1", 0)] * 2
+    if version == "5":
+        _subscribe_with_options(c, f"{topic}/#", 2, retainHandling=1)
+    pub.publish_wait(f"{topic}/live", b"live", qos=1)
+    wait_for(lambda: any(m.payload == b"live" for m in c.received), 10, what="the live message")
+    time.sleep(0.3)
+    assert [m.payload for m in c.received[6:]] == [b"live"]
+    assert not c.disconnected.is_set()
+
+
+def test_a_shared_subscription_subscribed_again_is_left_alone(vigil):
+    """Retained messages are never sent for a shared subscription (MQTT 5
+    4.8.2), also not when it is subscribed again, and its messages go on."""
+    topic = unique("shared-again")
+    pub = vigil.client(version=V5)
+    pub.publish_wait(f"{topic}/kept", b"retained", qos=1, retain=True)
+    c = vigil.client(version=V5)
+    c.subscribe(f"$share/g/{topic}/#", qos=1)
+    c.subscribe(f"$share/g/{topic}/#", qos=1)
+    pub.publish_wait(f"{topic}/live", b"live", qos=1)
+    assert c.expect_message(timeout=10).payload == b"live"
+    time.sleep(0.3)
+    assert [m.payload for m in c.received] == [b"live"]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websockets"])
 def test_a_311_subscriber_gets_messages_that_mqtt5_clients_published_with_properties(vigil, transport):
     """MQTT 5 properties have no place in MQTT 3.1.1: the server passes the
     message without them. (rumqttd's own 3.1.1 link hit `unreachable!()` on

@@ -56,6 +56,7 @@ use crate::stream::{
 use crate::tls::{Acceptor, TlsMaterial};
 
 mod away;
+mod retained;
 
 /// How often the front door pings the router on behalf of a quiet client, so
 /// the router's own keepalive (set to its maximum) never expires.
@@ -193,6 +194,9 @@ impl Publisher {
                 self.shared.config.max_payload
             ));
         }
+        if retain {
+            self.shared.retained.keep_plain(topic, payload.clone(), qos);
+        }
         self.shared
             .router
             .publish(topic, payload, retain, vigils_tag(qos, retain))
@@ -221,6 +225,8 @@ struct Shared {
     session_subscriptions: std::sync::Mutex<HashMap<String, Subscriptions>>,
     /// Stand-ins for the clients whose session is kept while they are away.
     absences: away::Absences,
+    /// Copies of the retained messages (see [`retained`]).
+    retained: Arc<retained::RetainedCopies>,
 }
 
 /// A client's subscriptions as the front door knows them.
@@ -296,6 +302,8 @@ impl Shared {
             qos,
         } in resume.retained
         {
+            self.retained
+                .keep_plain(&topic, payload.clone(), qos.min(2));
             let tag = vigils_tag(qos.min(2), true);
             if let Err(e) = self.router.publish(&topic, payload, true, tag).await {
                 tracing::warn!(topic, "could not restore a retained message: {e}");
@@ -320,6 +328,9 @@ impl Shared {
             self.absences
                 .begin(self, session, queue, away::StandInLogin::Resubscribing);
         }
+        self.absences
+            .ready(Instant::now() + Duration::from_secs(10))
+            .await;
         if sessions > 0 {
             tracing::info!(
                 "took back {sessions} kept MQTT session(s) with {queued} queued message(s)"
@@ -454,6 +465,7 @@ impl Broker {
             refused_subscriptions: AtomicU64::new(0),
             session_subscriptions: std::sync::Mutex::new(HashMap::new()),
             absences: away::Absences::default(),
+            retained: Default::default(),
         });
         shared.resume(resume).await;
         let listeners = [
@@ -867,6 +879,9 @@ async fn serve_client(
         injected_pings: AtomicU32::new(0),
         version,
         pending_subacks: std::sync::Mutex::new(HashMap::new()),
+        retained_again: Default::default(),
+        retained: shared.retained.clone(),
+        own_packet_id: std::sync::atomic::AtomicU16::new(away::FIRST_OWN_PACKET_ID),
         deliveries: Deliveries::new(),
         maximum_packet_size: limits.maximum_packet_size.map(|m| m as usize),
         receive_maximum: limits.receive_maximum.map_or(65_535, usize::from),
@@ -1044,6 +1059,27 @@ async fn serve_client(
         .await;
     if let (true, Some(will)) = (sends_will, connect.will.as_ref()) {
         let will_props = connect.will_properties_v5().unwrap_or_default();
+        if will.retain && !will.topic.starts_with('$') {
+            shared.retained.keep(&Publish {
+                dup: false,
+                qos: will.qos,
+                retain: true,
+                topic: will.topic.clone(),
+                packet_id: None,
+                payload: will.payload.clone(),
+                properties: codec::PublishProperties {
+                    message_expiry_interval: will_props.message_expiry_interval,
+                    ..Default::default()
+                },
+                // A will's own property (its delay) has no place in a PUBLISH.
+                properties_raw: codec::without_property(
+                    &will.properties,
+                    codec::property_id::WILL_DELAY_INTERVAL,
+                    "CONNECT",
+                )
+                .unwrap_or_default(),
+            });
+        }
         let _ = shared
             .observations
             .send(Observation::Message(Message {
@@ -1396,6 +1432,16 @@ struct Link {
     /// per original filter, `None` where the router's code goes, or the
     /// refusal code.
     pending_subacks: std::sync::Mutex<HashMap<u16, Vec<Option<u8>>>>,
+    /// SUBSCRIBEs with filters the client had already (3.1.1, MQTT 5
+    /// Retain Handling 0), by packet id: the filters and the QoS asked for,
+    /// whose retained messages follow the SUBACK (see [`retained`]).
+    retained_again: std::sync::Mutex<HashMap<u16, Vec<(String, u8)>>>,
+    /// Copies of the retained messages.
+    retained: Arc<retained::RetainedCopies>,
+    /// The next of the front door's own packet ids for this client (queued
+    /// and retained messages it sends itself), from
+    /// [`away::FIRST_OWN_PACKET_ID`] up.
+    own_packet_id: std::sync::atomic::AtomicU16,
     /// The router's QoS 1 and 2 messages to the client, and their answers.
     deliveries: Deliveries,
     /// MQTT 5: the largest packet the client takes (its CONNECT says).
@@ -1459,6 +1505,15 @@ impl Link {
 
     fn subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<SubscriptionFilter>> {
         self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A packet id of the front door's own, never one the router uses.
+    fn next_own_packet_id(&self) -> u16 {
+        let first = away::FIRST_OWN_PACKET_ID;
+        let next = |id: u16| Some(if id == u16::MAX { first } else { id + 1 });
+        self.own_packet_id
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, next)
+            .unwrap_or(first)
     }
 
     /// This connection's session as the store keeps it, the client away
@@ -1641,10 +1696,27 @@ impl Link {
                 self.injected_pings.fetch_sub(1, Ordering::AcqRel);
                 Fate::Drop
             }
-            packet_type::SUBACK => match self.merge_suback(body) {
-                Some(merged) => Fate::Replace(merged),
-                None => Fate::Forward,
-            },
+            packet_type::SUBACK => {
+                let merged = self.merge_suback(body);
+                let again = body.get(..2).and_then(|id| {
+                    self.retained_again
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&u16::from_be_bytes([id[0], id[1]]))
+                });
+                match (merged, again) {
+                    (merged, None) => merged.map_or(Fate::Forward, Fate::Replace),
+                    (merged, Some(filters)) => {
+                        let mut out = BytesMut::from(merged.as_deref().unwrap_or(packet));
+                        for (filter, qos) in filters {
+                            out.extend_from_slice(
+                                &self.retained.for_subscription(self, &filter, qos),
+                            );
+                        }
+                        Fate::Replace(out.freeze())
+                    }
+                }
+            }
             _ => Fate::Forward,
         }
     }
@@ -1863,6 +1935,9 @@ impl Upstream {
                             out.extend_from_slice(&chunk[from..at]);
                             from = at;
                             self.for_router(&publish, &mut out)?;
+                            if publish.retain {
+                                self.shared.retained.keep(&publish);
+                            }
                         }
                         if first {
                             self.observe(publish).await?;
@@ -1873,10 +1948,11 @@ impl Upstream {
                         cut = Some(None);
                     }
                 },
-                // A late answer to a queued message the front door sent
-                // (`away::deliver` gave up waiting): the router never sent
-                // it, and would drop the connection for an answer it did
-                // not expect.
+                // An answer to a message the front door sent itself (a
+                // retained one for a filter subscribed again, or a queued
+                // one `away::deliver` gave up waiting for): the router never
+                // sent it, and would drop the connection for an answer it
+                // did not expect. A PUBREC gets its PUBREL here.
                 packet_type::PUBACK | packet_type::PUBREC | packet_type::PUBCOMP
                     if chunk
                         .get(at + h.header_len..at + h.header_len + 2)
@@ -1884,6 +1960,11 @@ impl Upstream {
                             u16::from_be_bytes([id[0], id[1]]) >= away::FIRST_OWN_PACKET_ID
                         }) =>
                 {
+                    if h.packet_type == packet_type::PUBREC {
+                        let id = &chunk[at + h.header_len..at + h.header_len + 2];
+                        let pubrel = Bytes::copy_from_slice(&[0x62, 0x02, id[0], id[1]]);
+                        let _ = self.to_client.send(ToClient::Send(pubrel)).await;
+                    }
                     cut = Some(None)
                 }
                 packet_type::PUBACK | packet_type::PUBREC | packet_type::PUBCOMP => {
@@ -2147,6 +2228,32 @@ impl Upstream {
                 }
             })
             .collect();
+        // MQTT 3.1.1 [MQTT-3.8.4-3] and MQTT 5 Retain Handling 0: a filter
+        // subscribed again gets its retained messages again; the router
+        // sends them for a new filter only, so the front door sends them
+        // after the SUBACK (see `retained`).
+        let again: Vec<(String, u8)> = {
+            let known = self.link.subscriptions();
+            subscribe
+                .filters
+                .iter()
+                .zip(&slots)
+                .filter(|(f, slot)| {
+                    slot.is_none()
+                        && f.retain_handling() == 0
+                        && shared_subscription(&f.filter).is_none()
+                        && known.iter().any(|k| k.filter == f.filter)
+                })
+                .map(|(f, _)| (f.filter.clone(), f.qos()))
+                .collect()
+        };
+        if !again.is_empty() {
+            self.link
+                .retained_again
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(subscribe.packet_id, again);
+        }
         let to_router = subscribe.filters.iter().zip(&slots);
         self.link
             .subscribed(to_router.filter(|(_, slot)| slot.is_none()).map(|(f, _)| f));

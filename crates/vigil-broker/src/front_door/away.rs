@@ -80,9 +80,8 @@ struct StandIn {
     leave: oneshot::Sender<()>,
     task: JoinHandle<()>,
     queue: Queue,
-    /// When the router last sent it anything, in ms since [`EPOCH`]; 0
-    /// until it is logged in.
-    heard: Arc<AtomicU64>,
+    /// What the others see of it.
+    seen: Arc<Seen>,
     /// The session it holds.
     session: KeptSession,
     /// Since when the client has been away.
@@ -91,7 +90,17 @@ struct StandIn {
     expires_at: Option<Micros>,
 }
 
-/// The time base of [`StandIn::heard`].
+/// What the others see of a stand-in.
+#[derive(Default)]
+struct Seen {
+    /// When the router last sent it anything, in ms since [`EPOCH`]; 0
+    /// until it is logged in.
+    heard: AtomicU64,
+    /// Logged in, and its filters subscribed when it had to.
+    ready: std::sync::atomic::AtomicBool,
+}
+
+/// The time base of [`Seen::heard`].
 static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 fn now_ms() -> u64 {
@@ -139,7 +148,7 @@ impl Absences {
         let queue: Queue = Arc::new(Mutex::new(queue.into()));
         let (leave, left) = oneshot::channel();
         let client_id = session.client_id.clone();
-        let heard = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Seen::default());
         let away_since = session.away_since.unwrap_or_else(now_micros);
         let expires_at = session.expires_at();
         let task = tokio::spawn(stand_in(
@@ -149,7 +158,7 @@ impl Absences {
             login,
             left,
             generation,
-            heard.clone(),
+            seen.clone(),
         ));
         let previous = by_client.insert(
             client_id,
@@ -158,7 +167,7 @@ impl Absences {
                 leave,
                 task,
                 queue,
-                heard,
+                seen,
                 session,
                 away_since,
                 expires_at,
@@ -216,6 +225,28 @@ impl Absences {
         absent
     }
 
+    /// Waits, at most until `deadline`, until every stand-in is logged in
+    /// and has its filters subscribed (at start, before any client is let
+    /// in: a message published sooner would find no subscription).
+    pub(super) async fn ready(&self, deadline: Instant) {
+        loop {
+            let ready = self
+                .lock()
+                .values()
+                .all(|s| s.task.is_finished() || s.seen.ready.load(Ordering::Acquire));
+            if ready {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "some kept sessions were not back in the router within 10 s of start"
+                );
+                return;
+            }
+            sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits, at most until `deadline`, until every stand-in is logged in and
     /// has heard nothing from the router for [`SETTLED`]: Vigil is stopping,
     /// and the clients it just closed had messages the router held for
@@ -225,7 +256,7 @@ impl Absences {
         loop {
             let now = now_ms();
             let settled = self.lock().values().all(|s| {
-                let heard = s.heard.load(Ordering::Acquire);
+                let heard = s.seen.heard.load(Ordering::Acquire);
                 s.task.is_finished()
                     || (heard > 0 && now.saturating_sub(heard) >= SETTLED.as_millis() as u64)
             });
@@ -401,13 +432,13 @@ async fn stand_in(
     login: StandInLogin,
     mut leave: oneshot::Receiver<()>,
     generation: u64,
-    heard: Arc<AtomicU64>,
+    seen: Arc<Seen>,
 ) {
     let client_id = session.client_id.clone();
     let expires = deadline(&session);
     if let StandInLogin::After(wait) = login {
         // Nothing comes in meanwhile: at a stop, it is settled.
-        heard.store(now_ms(), Ordering::Release);
+        seen.heard.store(now_ms(), Ordering::Release);
         let until = expires.map_or(Instant::now() + wait, |e| e.min(Instant::now() + wait));
         tokio::select! {
             _ = sleep_until(until) => {}
@@ -458,7 +489,10 @@ async fn stand_in(
             return;
         }
     }
-    heard.store(now_ms(), Ordering::Release);
+    seen.heard.store(now_ms(), Ordering::Release);
+    if login != StandInLogin::Resubscribing || session.subscriptions.is_empty() {
+        seen.ready.store(true, Ordering::Release);
+    }
     let max_queued = shared.config.max_queued_messages;
     // Rising across connections and restarts: the clock, or one past the
     // last one queued.
@@ -544,6 +578,7 @@ async fn stand_in(
                     ));
                 }
                 packet_type::SUBACK => {
+                    seen.ready.store(true, Ordering::Release);
                     if let Ok(suback) = SubAck::parse(body, MqttVersion::V5) {
                         let refused = suback.codes.iter().filter(|c| **c >= 0x80).count();
                         if refused > 0 {
@@ -575,7 +610,7 @@ async fn stand_in(
                     shared.absences.forget(&client_id, generation);
                     return;
                 }
-                heard.store(now_ms(), Ordering::Release);
+                seen.heard.store(now_ms(), Ordering::Release);
             },
             _ = &mut leave => {
                 let _ = writer.write_all(&[0xE0, 0x00]).await;
@@ -695,7 +730,6 @@ pub(super) async fn deliver(
         DELIVERY_WAIT
     };
     let mut answered_at = Instant::now();
-    let mut next_id = FIRST_OWN_PACKET_ID;
     // Sent and not yet answered (PUBACK, PUBCOMP), in order.
     let mut unanswered: Vec<(u16, QueuedMessage)> = Vec::new();
     let mut last_sent = None;
@@ -708,15 +742,11 @@ pub(super) async fn deliver(
                 break;
             };
             last_sent = Some(message.seq);
-            if let Some((bytes, qos)) = for_returning_client(link, &message, next_id) {
+            let id = link.next_own_packet_id();
+            if let Some((bytes, qos)) = for_returning_client(link, &message, id) {
                 out.extend_from_slice(&bytes);
                 if qos > 0 {
-                    unanswered.push((next_id, message));
-                    next_id = if next_id == u16::MAX {
-                        FIRST_OWN_PACKET_ID
-                    } else {
-                        next_id + 1
-                    };
+                    unanswered.push((id, message));
                 }
             }
         }
@@ -789,7 +819,7 @@ pub(super) async fn deliver(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU16, AtomicU32};
 
     use super::*;
     use crate::deliveries::Deliveries;
@@ -800,6 +830,9 @@ mod tests {
             injected_pings: AtomicU32::new(0),
             version,
             pending_subacks: Default::default(),
+            retained_again: Default::default(),
+            retained: Default::default(),
+            own_packet_id: AtomicU16::new(FIRST_OWN_PACKET_ID),
             deliveries: Deliveries::new(),
             maximum_packet_size: None,
             receive_maximum: 65_535,
