@@ -266,6 +266,31 @@ pub struct Retained {
     pub qos: u8,
 }
 
+/// MQTT 5 3.3.2.3.3 for a message that waited since `since` (queued for an
+/// absent client, or retained): its Message Expiry Interval becomes what is
+/// left of it. False when nothing is left (it must not be sent).
+fn age_message_expiry(publish: &mut Publish, since: Micros) -> bool {
+    let Some(expiry) = publish.properties.message_expiry_interval else {
+        return true;
+    };
+    let left = i64::from(expiry) - (now_micros() - since).max(0) / 1_000_000;
+    let Ok(rest) = codec::without_property(
+        &publish.properties_raw,
+        codec::property_id::MESSAGE_EXPIRY_INTERVAL,
+        "PUBLISH",
+    ) else {
+        return false;
+    };
+    if left <= 0 {
+        return false;
+    }
+    let mut raw = BytesMut::from(&rest[..]);
+    raw.extend_from_slice(&[codec::property_id::MESSAGE_EXPIRY_INTERVAL]);
+    raw.extend_from_slice(&(left as u32).to_be_bytes());
+    publish.properties_raw = raw.freeze();
+    true
+}
+
 /// The [`TAG`] of a message Vigil publishes itself: it has no publisher
 /// among the clients (no client id is empty at the router).
 fn vigils_tag(qos: u8, retain: bool) -> (&'static str, String) {

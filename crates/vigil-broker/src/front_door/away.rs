@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 use vigil_core::session::{KeptSession, QueuedMessage, SessionChange, NEVER_EXPIRES};
-use vigil_core::{now_micros, DisconnectReason, Micros, MqttVersion};
+use vigil_core::{now_micros, DisconnectReason, MqttVersion};
 
 use super::{hand_to_router, AbsentClient, Link, Shared, ROUTER_CLOSE_WAIT, ROUTER_PING_EVERY};
 use crate::codec::{
@@ -82,12 +82,8 @@ struct StandIn {
     queue: Queue,
     /// What the others see of it.
     seen: Arc<Seen>,
-    /// The session it holds.
+    /// The session it holds (`away_since` set).
     session: KeptSession,
-    /// Since when the client has been away.
-    away_since: Micros,
-    /// When the session ends if the client stays away.
-    expires_at: Option<Micros>,
 }
 
 /// What the others see of a stand-in.
@@ -135,7 +131,7 @@ impl Absences {
     fn begin_unless(
         &self,
         shared: &Arc<Shared>,
-        session: KeptSession,
+        mut session: KeptSession,
         queue: Vec<QueuedMessage>,
         login: StandInLogin,
         back: impl FnOnce() -> bool,
@@ -144,13 +140,12 @@ impl Absences {
         if back() {
             return false;
         }
+        session.away_since.get_or_insert_with(now_micros);
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
         let queue: Queue = Arc::new(Mutex::new(queue.into()));
         let (leave, left) = oneshot::channel();
         let client_id = session.client_id.clone();
         let seen = Arc::new(Seen::default());
-        let away_since = session.away_since.unwrap_or_else(now_micros);
-        let expires_at = session.expires_at();
         let task = tokio::spawn(stand_in(
             shared.clone(),
             session.clone(),
@@ -169,8 +164,6 @@ impl Absences {
                 queue,
                 seen,
                 session,
-                away_since,
-                expires_at,
             },
         );
         if let Some(previous) = previous {
@@ -213,11 +206,13 @@ impl Absences {
         let mut absent: Vec<AbsentClient> = self
             .lock()
             .iter()
-            .filter(|(_, s)| s.expires_at.is_none_or(|at| at > now) && !s.task.is_finished())
+            .filter(|(_, s)| {
+                s.session.expires_at().is_none_or(|at| at > now) && !s.task.is_finished()
+            })
             .map(|(client_id, s)| AbsentClient {
                 client_id: client_id.clone(),
-                away_since: s.away_since,
-                expires_at: s.expires_at,
+                away_since: s.session.away_since.unwrap_or(now),
+                expires_at: s.session.expires_at(),
                 queued: s.queue.lock().unwrap_or_else(|e| e.into_inner()).len(),
             })
             .collect();
@@ -229,21 +224,12 @@ impl Absences {
     /// and has its filters subscribed (at start, before any client is let
     /// in: a message published sooner would find no subscription).
     pub(super) async fn ready(&self, deadline: Instant) {
-        loop {
-            let ready = self
-                .lock()
-                .values()
-                .all(|s| s.task.is_finished() || s.seen.ready.load(Ordering::Acquire));
-            if ready {
-                return;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    "some kept sessions were not back in the router within 10 s of start"
-                );
-                return;
-            }
-            sleep(Duration::from_millis(5)).await;
+        let ready = |s: &StandIn| s.seen.ready.load(Ordering::Acquire);
+        if !self
+            .until_all(deadline, Duration::from_millis(5), ready)
+            .await
+        {
+            tracing::warn!("some kept sessions were not back in the router within 10 s of start");
         }
     }
 
@@ -253,23 +239,40 @@ impl Absences {
     /// them (sent and unanswered, or not sent yet), which it now sends their
     /// stand-ins, to be queued and stored.
     pub(super) async fn settle(&self, deadline: Instant) {
+        let settled = |s: &StandIn| {
+            let heard = s.seen.heard.load(Ordering::Acquire);
+            heard > 0 && now_ms().saturating_sub(heard) >= SETTLED.as_millis() as u64
+        };
+        if !self
+            .until_all(deadline, Duration::from_millis(50), settled)
+            .await
+        {
+            tracing::warn!(
+                "some kept sessions were still receiving from the router when Vigil stopped"
+            );
+        }
+    }
+
+    /// Polls every `every` until each stand-in has finished or is `done`;
+    /// false if `deadline` came first.
+    async fn until_all(
+        &self,
+        deadline: Instant,
+        every: Duration,
+        done: impl Fn(&StandIn) -> bool,
+    ) -> bool {
         loop {
-            let now = now_ms();
-            let settled = self.lock().values().all(|s| {
-                let heard = s.seen.heard.load(Ordering::Acquire);
-                s.task.is_finished()
-                    || (heard > 0 && now.saturating_sub(heard) >= SETTLED.as_millis() as u64)
-            });
-            if settled {
-                return;
+            if self
+                .lock()
+                .values()
+                .all(|s| s.task.is_finished() || done(s))
+            {
+                return true;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(
-                    "some kept sessions were still receiving from the router when Vigil stopped"
-                );
-                return;
+                return false;
             }
-            sleep(Duration::from_millis(50)).await;
+            sleep(every).await;
         }
     }
 
@@ -672,24 +675,8 @@ fn for_returning_client(link: &Link, message: &QueuedMessage, id: u16) -> Option
         );
         return None;
     };
-    if let Some(expiry) = publish.properties.message_expiry_interval {
-        // MQTT 5 3.3.2.3.3: what is left of its lifetime, or not at all.
-        let waited = (now_micros() - message.at).max(0) / 1_000_000;
-        let left = i64::from(expiry) - waited;
-        if left <= 0 {
-            return None;
-        }
-        let mut raw = BytesMut::from(
-            &codec::without_property(
-                &publish.properties_raw,
-                property_id::MESSAGE_EXPIRY_INTERVAL,
-                "PUBLISH",
-            )
-            .ok()?[..],
-        );
-        raw.extend_from_slice(&[property_id::MESSAGE_EXPIRY_INTERVAL]);
-        raw.extend_from_slice(&(left as u32).to_be_bytes());
-        publish.properties_raw = raw.freeze();
+    if !super::age_message_expiry(&mut publish, message.at) {
+        return None;
     }
     publish.dup = false;
     let mut publish = link.as_client_gets(publish)?;

@@ -18,7 +18,7 @@ use vigil_core::{now_micros, Micros, MqttVersion};
 
 use super::{Link, TAG};
 use crate::acl;
-use crate::codec::{self, property_id, Publish, PublishProperties};
+use crate::codec::{self, Publish, PublishProperties};
 
 /// The retained messages, by topic.
 #[derive(Default)]
@@ -86,7 +86,6 @@ impl RetainedCopies {
     /// what is left of their Message Expiry Interval (expired ones not at
     /// all), within its Maximum Packet Size; whole packets.
     pub(super) fn for_subscription(&self, link: &Link, filter: &str, granted: u8) -> BytesMut {
-        let now = now_micros();
         let mut out = BytesMut::new();
         let by_topic = self.by_topic.lock().unwrap_or_else(|e| e.into_inner());
         for copy in by_topic.values() {
@@ -94,22 +93,8 @@ impl RetainedCopies {
                 continue;
             }
             let mut publish = copy.publish.clone();
-            if let Some(expiry) = publish.properties.message_expiry_interval {
-                let left = i64::from(expiry) - (now - copy.at).max(0) / 1_000_000;
-                if left <= 0 {
-                    continue;
-                }
-                let Ok(rest) = codec::without_property(
-                    &publish.properties_raw,
-                    property_id::MESSAGE_EXPIRY_INTERVAL,
-                    "PUBLISH",
-                ) else {
-                    continue;
-                };
-                let mut raw = BytesMut::from(&rest[..]);
-                raw.extend_from_slice(&[property_id::MESSAGE_EXPIRY_INTERVAL]);
-                raw.extend_from_slice(&(left as u32).to_be_bytes());
-                publish.properties_raw = raw.freeze();
+            if !super::age_message_expiry(&mut publish, copy.at) {
+                continue;
             }
             publish.qos = publish.qos.min(granted);
             if publish.qos > 0 {
